@@ -1,0 +1,28 @@
+# Everything a newcomer needs: `make demo` runs the bot against a local X; `make test` tests it.
+# Each target builds its own virtual environment first (.venv), from the pinned requirements.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test run demo bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## test: the whole suite (installs what it needs, Python packages and OS packages)
+test: $(STAMP)
+	scripts/ensure-os-packages
+	$(PY) -m pytest
+
+## run: the bot as production runs it (settings from the environment or .env)
+run: $(STAMP)
+	$(VENV)/bin/gunicorn app:app
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .demo .bench
