@@ -1,0 +1,132 @@
+"""Turning an Account Activity delivery into the direct messages the bot should consider.
+
+X sends every activity of the subscribed account (tweets, follows, typing, read receipts,
+``user_event``, ``replay_job_status`` ...). Only ``direct_message_events`` entries of type
+``message_create`` become :class:`IncomingDM`; everything else is acknowledged and ignored.
+Parsing never raises on hostile input: an entry with a missing or mistyped field is skipped
+and counted, so one bad entry cannot hide the good ones beside it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_ID = re.compile(r"^[0-9]{1,25}$")
+MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it.
+
+
+@dataclass(frozen=True)
+class IncomingDM:
+    """One direct message as the bot needs it: who, which event, what was said."""
+
+    for_user_id: str
+    event_id: str
+    sender_id: str
+    text: str = field(repr=False)  # users' words stay out of logs and reprs
+    created_ms: int
+    has_media: bool = False
+
+
+@dataclass
+class ParsedDelivery:
+    """What a delivery held: the DMs to consider, and counts of what was skipped and why."""
+
+    messages: list[IncomingDM] = field(default_factory=list)
+    own_messages: int = 0
+    malformed: int = 0
+    other_activity: list[str] = field(default_factory=list)
+
+
+def is_own_message(for_user_id: str, sender_id: str) -> bool:
+    """True for the bot's own outgoing DMs, which X delivers back to the webhook.
+
+    Answering them would make the bot talk to itself forever.
+    """
+    return sender_id == for_user_id
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
+    return value if isinstance(value, str) and _ID.match(value) else None
+
+
+def _timestamp(value: Any) -> int:
+    if isinstance(value, str) and value.isdigit() and len(value) <= 16:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**16:
+        return value
+    return 0
+
+
+def _message(for_user_id: str, event: Any) -> IncomingDM | None:
+    if not isinstance(event, dict) or event.get("type") != "message_create":
+        return None
+    event_id = _id(event.get("id"))
+    create = event.get("message_create")
+    if event_id is None or not isinstance(create, dict):
+        raise ValueError("message_create without a usable id")
+    sender_id = _id(create.get("sender_id"))
+    data = create.get("message_data")
+    if sender_id is None or not isinstance(data, dict):
+        raise ValueError("message_create without sender or message_data")
+    text = data.get("text", "")
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise ValueError("message text is not a string")
+    return IncomingDM(
+        for_user_id=for_user_id,
+        event_id=event_id,
+        sender_id=sender_id,
+        text=text[:MAX_TEXT],
+        created_ms=_timestamp(event.get("created_timestamp")),
+        has_media=isinstance(data.get("attachment"), dict),
+    )
+
+
+def _envelope(delivery: dict[str, Any]) -> tuple[Any, Any]:
+    """(for_user_id, direct_message_events) from either envelope X uses.
+
+    The Account Activity API puts them at the top level; the X Activity API wraps them in
+    ``{"data": {"event_type": "dm.received", "filter": {"user_id"}, "payload": {...}}}``.
+    """
+    data = delivery.get("data")
+    if "direct_message_events" not in delivery and isinstance(data, dict):
+        payload = data.get("payload")
+        filt = data.get("filter")
+        if isinstance(payload, dict) and isinstance(filt, dict):
+            return filt.get("user_id"), payload.get("direct_message_events")
+    return delivery.get("for_user_id"), delivery.get("direct_message_events")
+
+
+def parse_delivery(delivery: Any) -> ParsedDelivery:
+    """Every ``message_create`` in the delivery from someone other than the bot."""
+    parsed = ParsedDelivery()
+    if not isinstance(delivery, dict):
+        parsed.malformed += 1
+        return parsed
+    parsed.other_activity = sorted(
+        k for k in delivery if isinstance(k, str) and k not in {"for_user_id", "direct_message_events", "users", "apps"}
+    )[:20]
+    raw_for_user, events = _envelope(delivery)
+    if events is None:
+        return parsed
+    for_user_id = _id(raw_for_user)
+    if for_user_id is None or not isinstance(events, list):
+        parsed.malformed += 1
+        return parsed
+    for event in events:
+        try:
+            message = _message(for_user_id, event)
+        except ValueError:
+            parsed.malformed += 1
+            continue
+        if message is None:
+            continue
+        if is_own_message(for_user_id, message.sender_id):
+            parsed.own_messages += 1
+            continue
+        parsed.messages.append(message)
+    return parsed

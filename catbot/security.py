@@ -1,0 +1,64 @@
+"""CRC answers and webhook signature checks: pure functions over bytes, no Flask.
+
+Spec: Account Activity API "Securing webhooks" (X docs; known-answer vectors in
+../shared/docs/x-api-facts.md). The same primitive serves both uses:
+``"sha256=" + base64(HMAC-SHA256(key=consumer secret, msg))``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+
+PREFIX = "sha256="
+_DIGEST_SIZE = hashlib.sha256().digest_size
+
+
+def sign(key: bytes, message: bytes) -> str:
+    """The ``sha256=<base64>`` value X computes for ``message`` with ``key``."""
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return PREFIX + base64.b64encode(digest).decode("ascii")
+
+
+def crc_response_token(consumer_secret: str, crc_token: str) -> str:
+    """The ``response_token`` that answers X's CRC challenge."""
+    return sign(consumer_secret.encode("utf-8"), crc_token.encode("utf-8"))
+
+
+class Verdict(enum.Enum):
+    """Why a delivery's signature was accepted or not; each failure has its own value."""
+
+    OK = "ok"
+    MISSING = "missing signature"
+    MALFORMED = "malformed signature"
+    MISMATCH = "invalid signature"
+
+    @property
+    def ok(self) -> bool:
+        return self is Verdict.OK
+
+
+def verify_signature(consumer_secret: str, body: bytes, header: str | None) -> Verdict:
+    """Check ``x-twitter-webhooks-signature`` against the raw body, in constant time.
+
+    The whole expected digest is computed first and compared as bytes with
+    ``hmac.compare_digest`` (comparing ``str`` raises on non-ASCII input).
+    """
+    if not consumer_secret:
+        # Never accept anything when the secret is unset: an empty key is a forgeable key.
+        return Verdict.MISMATCH
+    if header is None or not header.strip():
+        return Verdict.MISSING
+    header = header.strip()
+    if not header.startswith(PREFIX):
+        return Verdict.MALFORMED
+    try:
+        given = base64.b64decode(header[len(PREFIX):].encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return Verdict.MALFORMED
+    if len(given) != _DIGEST_SIZE:
+        return Verdict.MALFORMED
+    expected = hmac.new(consumer_secret.encode("utf-8"), body, hashlib.sha256).digest()
+    return Verdict.OK if hmac.compare_digest(expected, given) else Verdict.MISMATCH

@@ -1,0 +1,85 @@
+"""Parsing deliveries: what becomes a DM to answer, and what is skipped without crashing."""
+import copy
+
+from conftest import BOT_ID, payload
+from catbot.events import is_own_message, parse_delivery
+
+
+def dm(event_id="1800000000000000001", sender="3000000002", text="hi", **extra):
+    event = {"type": "message_create", "id": event_id, "created_timestamp": "1763800000000",
+             "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": sender,
+                                "message_data": {"text": text, **extra}}}
+    return event
+
+
+def test_documented_delivery_yields_one_message():
+    parsed = parse_delivery(payload("dm_message_create.json"))
+    [message] = parsed.messages
+    assert (message.for_user_id, message.event_id, message.sender_id) == (BOT_ID, "1800000000000000001", "3000000002")
+    assert message.text == "hi cat bot"
+    assert message.created_ms == 1763800000000
+
+
+def test_own_message_predicate():
+    assert is_own_message(BOT_ID, BOT_ID)
+    assert not is_own_message(BOT_ID, "3000000002")
+
+
+def test_own_messages_are_counted_not_returned():
+    parsed = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [dm(sender=BOT_ID), dm("18", "42")]})
+    assert [m.sender_id for m in parsed.messages] == ["42"]
+    assert parsed.own_messages == 1
+
+
+def test_every_event_of_a_multi_event_delivery_is_kept_in_order():
+    events = [dm(str(1800 + i), sender=str(3000 + i), text=f"m{i}") for i in range(5)]
+    parsed = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": events})
+    assert [m.text for m in parsed.messages] == [f"m{i}" for i in range(5)]
+
+
+def test_a_broken_entry_does_not_hide_good_ones():
+    broken = dm()
+    broken["message_create"]["sender_id"] = {"not": "an id"}
+    parsed = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [broken, dm("19", "43")]})
+    assert [m.event_id for m in parsed.messages] == ["19"]
+    assert parsed.malformed == 1
+
+
+def test_media_only_message_has_empty_text_and_media_flag():
+    event = dm(text=None, attachment={"type": "media", "media": {"id_str": "1"}})
+    [message] = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [event]}).messages
+    assert message.text == "" and message.has_media
+
+
+def test_emoji_and_non_latin_text_survive_parsing():
+    text = "こんにちは 🐱 привет"
+    [message] = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [dm(text=text)]}).messages
+    assert message.text == text
+
+
+def test_non_message_events_in_the_list_are_skipped():
+    parsed = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [{"type": "welcome_message"}, dm()]})
+    assert len(parsed.messages) == 1 and parsed.malformed == 0
+
+
+def test_ids_must_be_numeric_strings():
+    for bad in ["", "abc", "1" * 40, None, True, 1.5, ["1"]]:
+        event = dm()
+        event["id"] = bad
+        assert parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [event]}).messages == []
+
+
+def test_missing_for_user_id_yields_nothing():
+    delivery = copy.deepcopy(payload("dm_message_create.json"))
+    del delivery["for_user_id"]
+    assert parse_delivery(delivery).messages == []
+
+
+def test_x_activity_envelope():
+    [message] = parse_delivery(payload("x_activity_dm_received.json")).messages
+    assert message.sender_id == "3000000009" and message.for_user_id == BOT_ID
+
+
+def test_text_is_not_in_repr():
+    [message] = parse_delivery(payload("dm_message_create.json")).messages
+    assert "hi cat bot" not in repr(message)
