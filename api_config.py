@@ -1,0 +1,97 @@
+"""Settings and API clients: the one module that reads the environment.
+
+Values come from the process environment or a ``.env`` file beside this module
+(python-decouple). ``.env.example`` lists every setting with a comment.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import tweepy
+from decouple import AutoConfig
+
+from catbot.settings import DEFAULT_CATFACTS_API_URL, DEFAULT_X_API_BASE_URL, Settings
+from catbot.xclient import build_tweepy_client
+
+REQUIRED = ("CONSUMER_KEY", "CONSUMER_SECRET", "ACCESS_TOKEN", "ACCESS_TOKEN_SECRET")
+HERE = Path(__file__).resolve().parent
+
+
+class SettingsError(Exception):
+    """Raised with one message that names every missing or invalid setting."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def load_settings(config: AutoConfig | None = None) -> Settings:
+    """Read every setting once. Raises :class:`SettingsError` naming all problems at once."""
+    config = config or AutoConfig(search_path=os.environ.get("CATBOT_ENV_DIR", str(HERE)))
+    missing = [name for name in REQUIRED if not config(name, default="").strip()]
+    problems: list[str] = []
+    if missing:
+        problems.append("missing required settings: " + ", ".join(missing))
+
+    def typed(name: str, cast, default):
+        try:
+            return cast(config(name, default=str(default)))
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{name}: {exc}")
+            return default
+
+    values = dict(
+        x_api_base_url=config("X_API_BASE_URL", default=DEFAULT_X_API_BASE_URL).strip().rstrip("/")
+        or DEFAULT_X_API_BASE_URL,
+        catfacts_api_url=config("CATFACTS_API_URL", default=DEFAULT_CATFACTS_API_URL).strip(),
+        redis_url=config("REDIS_URL", default="").strip(),
+        sqlite_path=config("SQLITE_PATH", default="catbot.sqlite3").strip() or "catbot.sqlite3",
+        trigger_pattern=config("TRIGGER_PATTERN", default=""),
+        replies_per_user_per_hour=typed("REPLIES_PER_USER_PER_HOUR", int, 5),
+        x_timeout=typed("X_TIMEOUT", float, 10.0),
+        catfacts_timeout=typed("CATFACTS_TIMEOUT", float, 2.0),
+        send_max_attempts=typed("SEND_MAX_ATTEMPTS", int, 8),
+        embedded_consumer=typed("EMBEDDED_CONSUMER", _bool, True),
+        bot_user_id=config("BOT_USER_ID", default="").strip(),
+        log_level=config("LOG_LEVEL", default="INFO").strip().upper() or "INFO",
+    )
+    if values["trigger_pattern"]:
+        try:
+            re.compile(values["trigger_pattern"])
+        except re.error as exc:
+            problems.append(f"TRIGGER_PATTERN is not a valid regular expression: {exc}")
+    if not 0 < values["catfacts_timeout"] <= 2:
+        problems.append("CATFACTS_TIMEOUT must be more than 0 and at most 2 seconds")
+    if values["x_timeout"] <= 0:
+        problems.append("X_TIMEOUT must be more than 0 seconds")
+    if values["replies_per_user_per_hour"] < 1:
+        problems.append("REPLIES_PER_USER_PER_HOUR must be at least 1")
+    if values["send_max_attempts"] < 1:
+        problems.append("SEND_MAX_ATTEMPTS must be at least 1")
+    if not re.match(r"^https?://[^/\s]+", values["x_api_base_url"]):
+        problems.append("X_API_BASE_URL must be an http(s) URL")
+    if problems:
+        raise SettingsError(
+            "catfacts bot cannot start: " + "; ".join(problems)
+            + ". Set them in the environment or in a .env file; .env.example lists every setting."
+        )
+    return Settings(
+        consumer_key=config("CONSUMER_KEY").strip(),
+        consumer_secret=config("CONSUMER_SECRET").strip(),
+        access_token=config("ACCESS_TOKEN").strip(),
+        access_token_secret=config("ACCESS_TOKEN_SECRET").strip(),
+        bearer_token=config("BEARER_TOKEN", default="").strip(),
+        **values,
+    )
+
+
+def create_x_client(settings: Settings) -> tweepy.Client:
+    """The tweepy client the bot sends DMs with (user context, timeouts, base URL honoured)."""
+    return build_tweepy_client(settings)

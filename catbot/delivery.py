@@ -1,0 +1,131 @@
+"""The reply job: turn a user's pending messages into one sent DM.
+
+Runs inside a queue consumer, never in the webhook. Each pass claims the user whose oldest
+pending message is oldest (fair under backlog), folds their messages into a plan, fetches a
+fact, takes a slot from the shared rate budget, sends, and records the outcome. Every failure
+path ends in the store (retry time, released claim, or closed batch), so a crash anywhere
+leaves the batch pending for the next pass rather than lost.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import catfacts
+from catbot.logs import event
+from catbot.replies import Plan, compose, plan
+from catbot.settings import Settings
+from catbot.store import Batch, Completion
+from catbot.xclient import SendResult, XSender
+
+LEASE_SECONDS = 90.0  # longer than one facts call plus one send with its timeout
+PASS_SECONDS = 20.0  # a pass hands over to a fresh task after this, so shutdowns stay quick
+MAX_BACKOFF = 300.0
+
+log = logging.getLogger("catbot.delivery")
+
+
+@dataclass
+class PassResult:
+    handled: int = 0
+    next_run_at: float | None = None  # when more work becomes due, if it is not due now
+    more_now: bool = False  # stopped early with work still due
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1-based): 2, 4, 8 ... capped, with jitter."""
+    return min(MAX_BACKOFF, 2.0 ** attempt) * random.uniform(0.8, 1.2)
+
+
+class Deliverer:
+    def __init__(self, settings: Settings, store, sender: XSender, facts: catfacts.CatFactsAPI,
+                 clock=time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.sender = sender
+        self.facts = facts
+        self.clock = clock
+
+    def run_pass(self) -> PassResult:
+        """Deliver due replies until none is due, the budget is spent, or the pass is long."""
+        result = PassResult()
+        started = self.clock()
+        while True:
+            now = self.clock()
+            if now - started > PASS_SECONDS:
+                result.more_now = True
+                return result
+            batch = self.store.claim_next(now, LEASE_SECONDS)
+            if batch is None:
+                due = self.store.next_due(now)
+                result.next_run_at = due if due is not None and due > now else None
+                result.more_now = due is not None and due <= now
+                return result
+            result.handled += 1
+            wait_until = self.deliver(batch)
+            if wait_until is not None:  # the budget is spent: nobody can send before then
+                result.next_run_at = wait_until
+                return result
+
+    def deliver(self, batch: Batch) -> float | None:
+        """Handle one claimed batch. Returns a time to wait for when X's budget is spent."""
+        p = plan(list(batch.intents), batch.opted_out)
+        who = {"user": batch.user_id, "messages": len(batch.seqs)}
+        if not p.sends_anything:
+            self.store.complete(batch, Completion(opted_out=p.opted_out, sent=False), self.clock())
+            event(log, "reply.skipped", reason="opted_out" if p.opted_out else "nothing_to_say", **who)
+            return None
+        cap = self.settings.replies_per_user_per_hour
+        if self.store.sent_since(batch.for_user_id, batch.user_id, self.clock() - 3600) >= cap:
+            self.store.complete(batch, Completion(opted_out=p.opted_out, sent=False), self.clock())
+            event(log, "reply.capped", limit_per_hour=cap, **who)
+            return None
+        text, rotation = self._text(p, batch)
+        wait_until = self.store.reserve_send(self.clock())
+        if wait_until is not None:
+            self.store.release(batch, wait_until, count_attempt=False)
+            event(log, "reply.deferred", reason="rate_budget", until=int(wait_until), **who)
+            return wait_until
+        result = self.sender.send(batch.user_id, text)
+        for window in result.windows:
+            self.store.observe_budget(window.name, window.remaining, window.reset_at)
+        return self._record(batch, p, result, rotation, who)
+
+    def _text(self, p: Plan, batch: Batch) -> tuple[str, tuple[int, int] | None]:
+        fact, rotation = None, None
+        if p.fact:
+            fact = self.facts.fetch()
+            if fact is None:
+                fact = catfacts.bundled_fact(batch.fact_seed, batch.fact_pos)
+                rotation = catfacts.next_rotation(batch.fact_seed, batch.fact_pos)
+        return compose(p, fact, opener_seed=batch.seqs[0]), rotation
+
+    def _record(self, batch: Batch, p: Plan, result: SendResult, rotation, who) -> float | None:
+        now = self.clock()
+        status = result.status
+        if result.kind == "sent":
+            seed, pos = rotation if rotation else (None, None)
+            ours = self.store.complete(batch, Completion(opted_out=p.opted_out, sent=True, absorb_facts=p.fact,
+                                                         fact_seed=seed, fact_pos=pos), now)
+            event(log, "reply.sent", status=status, dm_event=result.dm_event_id,
+                  source="bundled" if rotation else ("api" if p.fact else "text"), **who)
+            if not ours:
+                event(log, "reply.lease_lost", logging.WARNING, **who)
+            return None
+        if result.kind == "rate_limited":
+            self.store.release(batch, result.retry_at, count_attempt=False)
+            event(log, "reply.rate_limited", logging.WARNING, status=status, until=int(result.retry_at), **who)
+            return result.retry_at
+        if result.kind == "retry" and batch.attempts + 1 < self.settings.send_max_attempts:
+            delay = backoff(batch.attempts + 1)
+            self.store.release(batch, now + delay, count_attempt=True)
+            event(log, "reply.retrying", logging.WARNING, status=status, error=result.detail,
+                  attempt=batch.attempts + 1, retry_in=round(delay, 1), **who)
+            return None
+        # rejected by X (4xx), or out of attempts: close the batch; state changes still apply
+        self.store.complete(batch, Completion(opted_out=p.opted_out, sent=False), now)
+        name = "reply.rejected" if result.kind == "rejected" else "reply.gave_up"
+        event(log, name, logging.ERROR, status=status, error=result.detail, attempts=batch.attempts + 1, **who)
+        return None

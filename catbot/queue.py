@@ -1,0 +1,117 @@
+"""The background queue (huey): wake-ups, timed retries, the periodic sweep, the consumer.
+
+The queue only says *when* to look at the store; the store says *what* to do. So a task lost
+with a killed consumer costs at most one sweep interval of latency, never a reply.
+
+``gunicorn app:app`` alone answers DMs: ``gunicorn.conf.py`` starts an :class:`EmbeddedConsumer`
+(threads, no signal handlers of its own, since gunicorn owns the worker's signals) in every
+worker. Several consumers are safe because the store hands each batch to exactly one claimant.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from huey import SqliteHuey, crontab
+from huey.consumer import Consumer
+from huey.storage import SqliteStorage
+
+from catbot.logs import event
+from catbot.settings import Settings
+
+log = logging.getLogger("catbot.queue")
+
+
+class _SqliteStorage(SqliteStorage):
+    """huey's SQLite storage with the store's durability setting (WAL + synchronous=NORMAL):
+    its tasks are hints, and fsync on every enqueue would slow the webhook for nothing."""
+
+    def _create_connection(self):
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=normal")
+        return conn
+
+
+def build_huey(settings: Settings) -> SqliteHuey:
+    """The huey instance for these settings; it shares the store's SQLite file."""
+    return SqliteHuey("catbot", filename=settings.sqlite_path, results=False, utc=True,
+                      storage_class=_SqliteStorage)
+
+
+class EmbeddedConsumer(Consumer):
+    """A huey consumer that lives inside another process (a gunicorn worker, a test)."""
+
+    def _set_signal_handlers(self) -> None:  # the host process owns its signals
+        pass
+
+
+class Queue:
+    """The bot's named jobs on one huey instance, behind a small API the rest of the code uses."""
+
+    def __init__(self, huey, run_pass: Callable[[], object], sweep: Callable[[], None]) -> None:
+        self.huey = huey
+        self._scheduled: set[int] = set()  # whole seconds a resume is already scheduled for
+        self._lock = threading.Lock()
+        self._consumer: EmbeddedConsumer | None = None
+
+        @huey.task(name="deliver_replies")
+        def deliver_replies() -> None:
+            outcome = run_pass()
+            if getattr(outcome, "more_now", False):
+                self.wake()
+            next_run_at = getattr(outcome, "next_run_at", None)
+            if next_run_at is not None:
+                self.wake_at(next_run_at)
+
+        @huey.periodic_task(crontab(minute="*"), name="sweep")
+        def sweep_task() -> None:
+            sweep()
+
+        self.deliver_replies = deliver_replies
+        self.sweep = sweep_task
+
+    def wake(self) -> bool:
+        """Ask a consumer to deliver now. False if the queue could not take it (the sweep will)."""
+        try:
+            self.deliver_replies()
+            return True
+        except Exception as exc:  # the store already holds the work; this is only a hint
+            event(log, "queue.unavailable", logging.WARNING, error=type(exc).__name__)
+            return False
+
+    def wake_at(self, when: float) -> None:
+        """Deliver at ``when`` (a rate-limit reset, a retry time); once per second, per process."""
+        key = int(when) + 1
+        with self._lock:
+            if key in self._scheduled:
+                return
+            self._scheduled = {k for k in self._scheduled if k > time.time() - 5}
+            self._scheduled.add(key)
+        try:
+            self.deliver_replies.schedule(delay=max(0.0, key - time.time()))
+        except Exception as exc:
+            event(log, "queue.unavailable", logging.WARNING, error=type(exc).__name__)
+
+    def pending_tasks(self) -> int:
+        return self.huey.pending_count()
+
+    # -- the consumer living in this process ------------------------------------------------------
+    def start_consumer(self, workers: int = 1) -> EmbeddedConsumer:
+        if self._consumer is None:
+            self._consumer = EmbeddedConsumer(
+                self.huey, workers=workers, worker_type="thread", periodic=True,
+                initial_delay=0.02, backoff=1.3, max_delay=0.5, check_worker_health=False,
+                shutdown_timeout=20.0)
+            self._consumer.start()
+            self.wake()  # pick up whatever waited while no consumer ran
+            event(log, "consumer.started", workers=workers)
+        return self._consumer
+
+    def stop_consumer(self) -> None:
+        """Finish the task in hand (up to 20 s, inside Heroku's 30 s grace), then stop."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.stop(graceful=True)
+            event(log, "consumer.stopped")

@@ -1,0 +1,104 @@
+"""The HTTP face of the bot: CRC challenge, signed deliveries, health.
+
+The POST view is verify -> parse -> persist -> 200. Nothing slow happens in a request: facts
+and DMs are the reply job's business (``catbot.delivery``), so X's deadline is never at risk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from catbot import logs
+from catbot.events import parse_delivery
+from catbot.logs import event
+from catbot.runtime import Runtime, build_runtime
+from catbot.security import Verdict, crc_response_token, verify_signature
+from catbot.settings import Settings
+from catbot.store import StoreUnavailable
+
+MAX_BODY = 1024 * 1024  # 1 MiB: far above any real delivery, small enough to refuse floods
+SIGNATURE_HEADER = "x-twitter-webhooks-signature"
+
+log = logging.getLogger("catbot.web")
+webhook = Blueprint("webhook", __name__)
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["catbot"]
+
+
+def _error(message: str, status: int):
+    return jsonify(error=message), status
+
+
+@webhook.get("/webhook/twitter")
+def crc_challenge():
+    """Answer X's CRC: prove we hold the consumer secret. No I/O on this path."""
+    token = request.args.get("crc_token", "")
+    if not token:
+        event(log, "crc.rejected", logging.WARNING, reason="missing crc_token")
+        return _error("missing crc_token", 400)
+    secret = _runtime().settings.consumer_secret
+    return jsonify(response_token=crc_response_token(secret, token))
+
+
+@webhook.post("/webhook/twitter")
+def receive_delivery():
+    runtime = _runtime()
+    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH, chunked or not
+    verdict = verify_signature(runtime.settings.consumer_secret, body, request.headers.get(SIGNATURE_HEADER))
+    if not verdict.ok:
+        event(log, "delivery.rejected", logging.WARNING, reason=verdict.value, bytes=len(body),
+              remote=request.remote_addr)
+        return _error(verdict.value, 401 if verdict in (Verdict.MISSING, Verdict.MALFORMED) else 403)
+    try:
+        delivery = json.loads(body)
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
+        event(log, "delivery.rejected", logging.WARNING, reason="undecodable json", bytes=len(body))
+        return _error("body is not valid JSON", 400)
+    if not isinstance(delivery, dict):
+        event(log, "delivery.rejected", logging.WARNING, reason="json is not an object", bytes=len(body))
+        return _error("body is not a JSON object", 400)
+    parsed = parse_delivery(delivery)
+    bot_id = runtime.settings.bot_user_id
+    messages = [m for m in parsed.messages if not bot_id or m.for_user_id == bot_id]
+    try:
+        result = runtime.accept(messages)
+    except StoreUnavailable as exc:
+        event(log, "delivery.unrecorded", logging.ERROR, error=str(exc)[:200], messages=len(messages))
+        return _error("temporarily unavailable, retry", 503)
+    event(log, "delivery.accepted", new=result.new, duplicates=result.duplicates, ignored=result.ignored,
+          own=parsed.own_messages or None, malformed=parsed.malformed or None,
+          other_account=(len(parsed.messages) - len(messages)) or None,
+          activity=",".join(k[:40] for k in parsed.other_activity) or None)
+    return jsonify(status="ok")
+
+
+@webhook.get("/healthz")
+def healthz():
+    runtime = _runtime()
+    try:
+        store = runtime.store.health()
+    except StoreUnavailable as exc:
+        return jsonify(status="unavailable", store={"ok": False, "error": str(exc)[:200]}), 503
+    return jsonify(status="ok", store={"ok": True, **store}, backlog=store["pending_messages"])
+
+
+def _http_error(exc: HTTPException):
+    return _error(exc.description if exc.code == 413 else (exc.name or "error").lower(), exc.code or 500)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
+    """The bot's WSGI app. Tests pass their own settings and runtime; ``app.py`` passes the
+    environment's. Starting the consumer is the server's job (``gunicorn.conf.py``)."""
+    logs.configure(settings.log_level)
+    app = Flask("catbot")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False
+    app.extensions["catbot"] = runtime or build_runtime(settings)
+    app.register_blueprint(webhook)
+    app.register_error_handler(HTTPException, _http_error)
+    return app

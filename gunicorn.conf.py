@@ -1,0 +1,24 @@
+"""gunicorn reads this file from the working directory, so ``gunicorn app:app`` (the Procfile's
+web line) gets the bot's process model without flags.
+
+Each worker runs an embedded queue consumer that sends the replies; SIGTERM (Heroku's daily
+restart) lets the task in hand finish before the worker exits.
+"""
+import os
+
+# Heroku sets PORT and WEB_CONCURRENCY; gunicorn already honours both. These are our defaults.
+graceful_timeout = 25  # inside Heroku's 30 s between SIGTERM and SIGKILL
+timeout = 30
+accesslog = "-" if os.environ.get("ACCESS_LOG", "").lower() in {"1", "true", "yes"} else None
+
+
+def post_worker_init(worker):
+    runtime = worker.wsgi.extensions["catbot"]
+    if runtime.settings.embedded_consumer:
+        runtime.queue.start_consumer()
+
+
+def worker_exit(server, worker):
+    runtime = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("catbot")
+    if runtime is not None:
+        runtime.queue.stop_consumer()
