@@ -43,7 +43,7 @@ class XTransport(HTTPAdapter):
         return super().send(request, **kwargs)
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
@@ -59,7 +59,7 @@ def build_session(settings: Settings, session: requests.Session | None = None) -
     transport = XTransport(settings.x_api_base_url, settings.x_timeout, pool_maxsize=16)
     for host in CANONICAL_HOSTS:
         session.mount(host + "/", transport)
-    if _is_loopback(settings.x_api_base_url):
+    if is_loopback(settings.x_api_base_url):
         session.trust_env = False  # no proxy between us and a local emulator
     return session
 

@@ -142,6 +142,18 @@ class XEmulator:
                     return self.webhooks[webhook_id].url
         return None
 
+    def register(self, url: str) -> Webhook:
+        """Register ``url`` (after a real CRC check) and subscribe the bot account, in one go;
+        what ``register_webhook.py setup`` does over HTTP."""
+        problem = self._crc(url)
+        if problem:
+            raise RuntimeError(problem)
+        webhook = Webhook(self.next_id(), url, True, _now_iso())
+        with self._lock:
+            self.webhooks[webhook.id] = webhook
+            self.subscriptions[webhook.id] = {self.creds.bot_user_id}
+        return webhook
+
     def dm_event(self, sender_id: str, text: str, event_id: str | None = None,
                  recipient_id: str | None = None, media: bool = False) -> dict[str, Any]:
         """A ``message_create`` event in the Account Activity shape."""
@@ -434,7 +446,7 @@ class XEmulator:
                 return _problem(400, "Invalid Request", "from_date must be within the last 24 hours, before to_date.")
             job_id = em.next_id()
             with em._lock:
-                payloads = [p for at, p in em.delivered if start <= at <= end + 60]
+                payloads = [p for at, p in em.delivered if start <= at < end + 60]
             for payload in payloads:
                 em._outbox.put((webhook.url, payload))
             em._outbox.put((webhook.url, {"replay_job_status": {"job_id": job_id, "job_state": "Complete",

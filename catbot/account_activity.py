@@ -1,0 +1,202 @@
+"""X's Account Activity API v2: webhooks, subscriptions, replay; plus our own CRC pre-flight.
+
+Used once at set-up and for day-two operations by ``register_webhook.py``, never by the app.
+Endpoints and auth per ../shared/docs/x-api-facts.md: app-only bearer for webhook management,
+OAuth 1.0a as the bot account for subscribing. URLs are written against https://api.x.com and
+sent through the same session factory as the bot's DMs, so ``X_API_BASE_URL`` and timeouts
+apply here too.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests_oauthlib import OAuth1
+
+from catbot.security import crc_response_token
+from catbot.settings import Settings
+from catbot.xclient import build_session, is_loopback
+
+API = "https://api.x.com"
+KNOWN_REASONS = ("CrcValidationFailed", "UrlValidationFailed", "DuplicateUrlFailed", "WebhookLimitExceeded",
+                 "WebhookIdInvalid", "DuplicateSubscriptionFailed", "SubscriptionLimitExceeded",
+                 "SubscriptionNotFound")
+ADVICE = {
+    "CrcValidationFailed": "X's CRC check of the URL failed. Check that the bot is running at that URL over https, "
+                           "answers GET /webhook/twitter?crc_token=... within 3 s, and uses the same CONSUMER_SECRET "
+                           "as this app (a different secret gives a wrong response_token).",
+    "UrlValidationFailed": "X refused the URL: it must be https, have no port, and be at most 200 characters.",
+    "DuplicateUrlFailed": "A webhook with this URL exists already; `status` shows it, `check` re-validates it.",
+    "WebhookLimitExceeded": "The app's webhook limit is taken. Use `register URL --replace` to replace the old "
+                            "webhook, or `delete ID` first.",
+    "WebhookIdInvalid": "No webhook has that id; `status` lists the app's webhooks.",
+    "DuplicateSubscriptionFailed": "The account is already subscribed.",
+    "SubscriptionLimitExceeded": "The app's subscription limit is reached; remove one with `unsubscribe` or raise "
+                                 "your access tier.",
+    "SubscriptionNotFound": "The account is not subscribed to this webhook.",
+    401: "X did not accept the credentials. Check CONSUMER_KEY/CONSUMER_SECRET and, for subscribing, "
+         "ACCESS_TOKEN/ACCESS_TOKEN_SECRET of the bot account.",
+    403: "X refused the request. The Account Activity API needs the pay-per-use or enterprise tier and an app "
+         "with 'Read, Write and Direct Messages' permission; access tokens made before that permission was set "
+         "must be regenerated in the developer portal.",
+    429: "X's rate limit for webhook management was reached (450 requests / 15 min); try again later.",
+}
+
+
+class XRefused(Exception):
+    """X answered with an error; ``reason`` is X's reason code or the HTTP status."""
+
+    def __init__(self, status: int | None, reason: str | int, detail: str) -> None:
+        self.status, self.reason, self.detail = status, reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+    @property
+    def advice(self) -> str:
+        return ADVICE.get(self.reason) or ADVICE.get(self.status or 0) or ""
+
+
+def _refusal(response: requests.Response) -> XRefused:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    messages = [e.get("message", "") for e in body.get("errors", []) if isinstance(e, dict)] if isinstance(
+        body, dict) else []
+    for message in messages:
+        reason = message.split(":", 1)[0].strip()
+        if reason in KNOWN_REASONS:
+            return XRefused(response.status_code, reason, message.split(":", 1)[-1].strip() or message)
+    detail = (body.get("detail") if isinstance(body, dict) else None) or "; ".join(messages) or response.reason
+    return XRefused(response.status_code, response.status_code, str(detail))
+
+
+@dataclass
+class Preflight:
+    """What our own checks found about a webhook URL before X is asked."""
+
+    url: str
+    problems: list[str] = field(default_factory=list)  # would make X refuse the URL
+    crc_ok: bool | None = None
+    seconds: float | None = None
+
+
+class AccountActivity:
+    """A small client for the webhook and subscription endpoints."""
+
+    def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.session = build_session(settings, session)
+        self.user_auth = OAuth1(settings.consumer_key, settings.consumer_secret,
+                                settings.access_token, settings.access_token_secret)
+        self._bearer = settings.bearer_token or None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def bearer(self) -> str:
+        """The app-only bearer token: BEARER_TOKEN, or one fetched with the consumer key and secret."""
+        if self._bearer is None:
+            response = self.session.post(API + "/oauth2/token", data={"grant_type": "client_credentials"},
+                                         auth=(quote(self.settings.consumer_key, safe=""),
+                                               quote(self.settings.consumer_secret, safe="")))
+            if response.status_code != 200:
+                raise _refusal(response)
+            self._bearer = response.json()["access_token"]
+        return self._bearer
+
+    def _call(self, method: str, path: str, *, user: bool = False, json: Any = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"json": json}
+        if user:
+            kwargs["auth"] = self.user_auth
+        else:
+            kwargs["headers"] = {"Authorization": f"Bearer {self.bearer()}"}
+        try:
+            response = self.session.request(method, API + path, **kwargs)
+        except requests.RequestException as exc:
+            raise XRefused(None, "unreachable", f"could not reach X at {self.settings.x_api_base_url}: "
+                                                f"{type(exc).__name__}") from exc
+        if not 200 <= response.status_code < 300:
+            raise _refusal(response)
+        return response.json() if response.content else {}
+
+    # -- webhooks ---------------------------------------------------------------------------------
+    def webhooks(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/2/webhooks").get("data") or []
+
+    def create_webhook(self, url: str) -> dict[str, Any]:
+        return self._call("POST", "/2/webhooks", json={"url": url})["data"]
+
+    def recheck(self, webhook_id: str) -> bool:
+        return bool(self._call("PUT", f"/2/webhooks/{webhook_id}")["data"].get("valid"))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._call("DELETE", f"/2/webhooks/{webhook_id}")
+
+    # -- subscriptions ----------------------------------------------------------------------------
+    def is_subscribed(self, webhook_id: str) -> bool:
+        path = f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all"
+        return bool(self._call("GET", path, user=True)["data"].get("subscribed"))
+
+    def subscribe(self, webhook_id: str) -> None:
+        self._call("POST", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all", user=True)
+
+    def unsubscribe(self, webhook_id: str, user_id: str) -> None:
+        self._call("DELETE", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/{user_id}/all")
+
+    def subscriptions(self, webhook_id: str) -> list[str]:
+        data = self._call("GET", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all/list")["data"]
+        return [s["user_id"] for s in data.get("subscriptions") or []]
+
+    def subscription_count(self) -> dict[str, Any]:
+        return self._call("GET", "/2/account_activity/subscriptions/count")["data"]
+
+    def replay(self, webhook_id: str, start: float, end: float) -> dict[str, Any]:
+        fmt = "%Y%m%d%H%M"
+        body = {"webhook_id": webhook_id, "from_date": time.strftime(fmt, time.gmtime(start)),
+                "to_date": time.strftime(fmt, time.gmtime(end))}
+        return self._call("POST", "/2/webhooks/replay", json=body).get("data") or {}
+
+    # -- our own checks ---------------------------------------------------------------------------
+    def preflight(self, url: str) -> Preflight:
+        """X's URL rules, then a CRC round trip of our own against the URL."""
+        result = Preflight(url)
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            result.problems.append("the URL is not https (X requires https)")
+        if parts.port is not None:
+            result.problems.append("the URL has a port (X accepts none)")
+        if len(url) > 200:
+            result.problems.append(f"the URL has {len(url)} characters (X allows at most 200)")
+        if not parts.path.rstrip("/").endswith("/webhook/twitter"):
+            result.problems.append("the URL does not end in /webhook/twitter, where this bot answers")
+        token = secrets.token_urlsafe(24)
+        started = time.monotonic()
+        try:
+            with requests.Session() as http:
+                http.trust_env = not is_loopback(url)  # no proxy between us and a local bot
+                answer = http.get(url, params={"crc_token": token}, timeout=10, allow_redirects=False)
+        except requests.RequestException as exc:
+            result.problems.append(f"the URL is unreachable from here ({type(exc).__name__})")
+            result.crc_ok = False
+            return result
+        result.seconds = time.monotonic() - started
+        if answer.status_code != 200:
+            result.problems.append(f"the CRC answer was HTTP {answer.status_code}, not 200"
+                                   + (" (X treats redirects as failures)" if 300 <= answer.status_code < 400 else ""))
+            result.crc_ok = False
+            return result
+        try:
+            given = answer.json().get("response_token")
+        except (ValueError, AttributeError):
+            given = None
+        result.crc_ok = given == crc_response_token(self.settings.consumer_secret, token)
+        if given is None:
+            result.problems.append("the CRC answer has no JSON response_token")
+        elif not result.crc_ok:
+            result.problems.append("the CRC answer has the wrong response_token: the bot at that URL uses a "
+                                   "different CONSUMER_SECRET than these settings")
+        if result.seconds > 2:
+            result.problems.append(f"the CRC answer took {result.seconds:.1f} s (X gives up after about 3 s)")
+        return result

@@ -1,0 +1,278 @@
+"""Register the bot's webhook with X and subscribe the bot account; then day-two operations.
+
+    python register_webhook.py setup https://<app>.herokuapp.com/webhook/twitter
+    python register_webhook.py status | check | replay --since 2h | delete [ID] | ...
+
+Settings come from the environment or .env, like the app's (api_config.py). Safe to run
+twice. Exit codes: 0 done, 1 X refused (with the next step to take), 2 usage or settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from typing import Any, Callable
+
+from api_config import SettingsError, load_settings
+from catbot.account_activity import AccountActivity, XRefused
+
+MAX_REPLAY = 24 * 3600
+
+
+class Usage(Exception):
+    """A usage or settings problem: exit 2."""
+
+
+class Report:
+    """Collects what happened; prints lines as it goes, or one JSON object at the end."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.lines: list[str] = []
+        self.warnings: list[str] = []
+        self.result: dict[str, Any] = {}
+        self.changed = False
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+        if not self.as_json:
+            print(line, flush=True)
+
+    def warn(self, line: str) -> None:
+        self.warnings.append(line)
+        if not self.as_json:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _duration(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text or "")
+    if not match:
+        raise Usage(f"--since takes a duration like 90m, 2h or 1d, not {text!r}")
+    seconds = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if not 0 < seconds <= MAX_REPLAY:
+        raise Usage("--since must be more than 0 and at most 24h (X replays the last 24 hours only)")
+    return seconds
+
+
+def _pick_webhook(api: AccountActivity, webhook_id: str | None) -> dict[str, Any]:
+    hooks = api.webhooks()
+    if webhook_id:
+        for hook in hooks:
+            if hook["id"] == webhook_id:
+                return hook
+        raise XRefused(None, "WebhookIdInvalid", f"no webhook with id {webhook_id}")
+    if not hooks:
+        raise XRefused(None, "no webhook", "this app has no webhook yet; run `setup URL` first")
+    if len(hooks) > 1:
+        raise Usage("this app has several webhooks; name one with --webhook-id (see `status`)")
+    return hooks[0]
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_preflight(api: AccountActivity, report: Report, url: str, strict: bool) -> None:
+    found = api.preflight(url)
+    report.result["preflight"] = {"problems": found.problems, "crc_ok": found.crc_ok,
+                                  "seconds": None if found.seconds is None else round(found.seconds, 3)}
+    if found.crc_ok:
+        report.say(f"pre-flight: {url} answered the CRC challenge correctly ({found.seconds * 1000:.0f} ms)")
+    for problem in found.problems:
+        report.warn(f"pre-flight: {problem}")
+    if strict and found.problems:
+        raise XRefused(None, "preflight", "pre-flight checks failed (--strict): " + "; ".join(found.problems))
+
+
+def cmd_register(api: AccountActivity, report: Report, url: str, replace: bool) -> dict[str, Any]:
+    for hook in api.webhooks():
+        if hook["url"] == url:
+            if hook.get("valid"):
+                report.say(f"webhook {hook['id']} is already registered for {url} and valid")
+            else:
+                report.say(f"webhook {hook['id']} for {url} is marked invalid; asking X to re-check it")
+                api.recheck(hook["id"])
+                hook["valid"] = True
+                report.changed = True
+                report.say(f"webhook {hook['id']} passed X's CRC check")
+            report.result["webhook"] = hook
+            return hook
+    try:
+        hook = api.create_webhook(url)
+    except XRefused as refused:
+        if refused.reason != "WebhookLimitExceeded":
+            raise
+        others = [h for h in api.webhooks() if h["url"] != url]
+        names = ", ".join(f"{h['id']} ({h['url']})" for h in others) or "unknown"
+        if not replace:
+            raise XRefused(refused.status, "WebhookLimitExceeded",
+                           f"the app's webhook limit is taken by {names}") from None
+        for other in others:
+            api.delete_webhook(other["id"])
+            report.say(f"deleted webhook {other['id']} ({other['url']}) to make room (--replace)")
+        hook = api.create_webhook(url)
+    report.changed = True
+    report.say(f"registered webhook {hook['id']} for {url}; X's CRC check passed")
+    report.result["webhook"] = hook
+    return hook
+
+
+def cmd_subscribe(api: AccountActivity, report: Report, webhook_id: str | None) -> None:
+    hook = _pick_webhook(api, webhook_id)
+    if api.is_subscribed(hook["id"]):
+        report.say(f"the bot account is already subscribed to webhook {hook['id']}")
+    else:
+        try:
+            api.subscribe(hook["id"])
+            report.changed = True
+            report.say(f"subscribed the bot account to webhook {hook['id']}: DMs will now arrive")
+        except XRefused as refused:
+            if refused.reason != "DuplicateSubscriptionFailed":
+                raise
+            report.say(f"the bot account is already subscribed to webhook {hook['id']}")
+    report.result["subscribed"] = True
+
+
+def cmd_unsubscribe(api: AccountActivity, report: Report, webhook_id: str | None) -> None:
+    hook = _pick_webhook(api, webhook_id)
+    user_id = api.settings.bot_user_id
+    if not user_id:
+        raise Usage("cannot tell the bot account's user id from ACCESS_TOKEN; set BOT_USER_ID")
+    try:
+        api.unsubscribe(hook["id"], user_id)
+        report.changed = True
+        report.say(f"unsubscribed account {user_id} from webhook {hook['id']}")
+    except XRefused as refused:
+        if refused.reason != "SubscriptionNotFound":
+            raise
+        report.say(f"account {user_id} was not subscribed to webhook {hook['id']}")
+    report.result["subscribed"] = False
+
+
+def cmd_setup(api: AccountActivity, report: Report, url: str, replace: bool, strict: bool) -> None:
+    cmd_preflight(api, report, url, strict)
+    hook = cmd_register(api, report, url, replace)
+    cmd_subscribe(api, report, hook["id"])
+    report.say("setup complete: " + ("done" if report.changed else "nothing to change, everything was in place"))
+
+
+def cmd_status(api: AccountActivity, report: Report) -> None:
+    hooks = api.webhooks()
+    bot = api.settings.bot_user_id
+    report.result["webhooks"] = []
+    if not hooks:
+        report.say("no webhook registered; run `setup URL`")
+    for hook in hooks:
+        users = api.subscriptions(hook["id"])
+        subscribed = api.is_subscribed(hook["id"])
+        report.result["webhooks"].append({**hook, "subscriptions": users, "bot_subscribed": subscribed})
+        report.say(f"webhook {hook['id']}: {hook['url']}")
+        report.say(f"  valid: {'yes' if hook.get('valid') else 'NO (run `check`)'}; created {hook.get('created_at')}")
+        report.say(f"  subscriptions: {', '.join(users) or 'none'}; bot account {bot or '?'} "
+                   f"{'subscribed' if subscribed else 'NOT subscribed (run `subscribe`)'}")
+    count = api.subscription_count()
+    report.result["subscription_count"] = count
+    report.say(f"subscriptions in use: {count.get('subscriptions_count_all', '?')} of "
+               f"{count.get('provisioned_count', '?')}")
+
+
+def cmd_check(api: AccountActivity, report: Report, webhook_id: str | None) -> None:
+    hook = _pick_webhook(api, webhook_id)
+    api.recheck(hook["id"])
+    report.result["valid"] = True
+    report.say(f"webhook {hook['id']} ({hook['url']}) passed X's CRC check")
+
+
+def cmd_delete(api: AccountActivity, report: Report, webhook_id: str | None) -> None:
+    hook = _pick_webhook(api, webhook_id)
+    api.delete_webhook(hook["id"])
+    report.changed = True
+    report.result["deleted"] = hook["id"]
+    report.say(f"deleted webhook {hook['id']} ({hook['url']})")
+
+
+def cmd_replay(api: AccountActivity, report: Report, since: str, webhook_id: str | None) -> None:
+    seconds = _duration(since)
+    hook = _pick_webhook(api, webhook_id)
+    end = time.time()  # to_date is this minute (yyyymmddhhmm), never the future
+    job = api.replay(hook["id"], end - seconds, end)
+    report.result["replay"] = job
+    report.say(f"asked X to re-deliver the last {since} to webhook {hook['id']} (job {job.get('job_id', '?')}); "
+               "the bot ignores events it has already seen")
+
+
+# -- command line ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python register_webhook.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+        return sub
+
+    for name, help_ in (("setup", "register (or reuse) the webhook, then subscribe the bot account"),
+                        ("register", "register the webhook for URL, or reuse the one that has it")):
+        sub = add(name, help_)
+        sub.add_argument("url", metavar="URL", help="https://<app>.herokuapp.com/webhook/twitter")
+        sub.add_argument("--replace", action="store_true", help="delete another webhook that holds the limit")
+        sub.add_argument("--strict", action="store_true", help="treat pre-flight problems as errors")
+    for name, help_ in (("subscribe", "subscribe the bot account (already subscribed is fine)"),
+                        ("unsubscribe", "remove the bot account's subscription"),
+                        ("check", "ask X to re-run its CRC check now"),
+                        ("delete", "delete the webhook (the only one, or ID)"),
+                        ("replay", "ask X to re-deliver events the bot missed (at most 24h back)")):
+        sub = add(name, help_)
+        if name == "delete":
+            sub.add_argument("id", nargs="?", metavar="ID", help="webhook id (see status)")
+        else:
+            sub.add_argument("--webhook-id", dest="id", help="which webhook, when the app has several")
+        if name == "replay":
+            sub.add_argument("--since", required=True, help="how far back: e.g. 30m, 2h, 24h")
+    add("status", "webhooks, their validity and subscriptions")
+    return parser
+
+
+def run(argv: list[str] | None = None, api_factory: Callable[..., AccountActivity] = AccountActivity) -> int:
+    args = build_parser().parse_args(argv)
+    report = Report(args.json)
+    code = 0
+    try:
+        api = api_factory(load_settings())
+        if args.command == "setup":
+            cmd_setup(api, report, args.url, args.replace, args.strict)
+        elif args.command == "register":
+            cmd_preflight(api, report, args.url, args.strict)
+            cmd_register(api, report, args.url, args.replace)
+        elif args.command == "status":
+            cmd_status(api, report)
+        elif args.command == "replay":
+            cmd_replay(api, report, args.since, args.id)
+        else:
+            {"subscribe": cmd_subscribe, "unsubscribe": cmd_unsubscribe, "check": cmd_check,
+             "delete": cmd_delete}[args.command](api, report, args.id)
+    except (Usage, SettingsError) as exc:
+        code, error = 2, {"reason": "usage", "detail": str(exc)}
+        if not args.json:
+            print(f"error: {exc}", file=sys.stderr)
+    except XRefused as refused:
+        code, error = 1, {"reason": refused.reason, "status": refused.status, "detail": refused.detail,
+                          "advice": refused.advice}
+        if not args.json:
+            print(f"X refused: {refused.reason}: {refused.detail}", file=sys.stderr)
+            if refused.advice:
+                print(f"next step: {refused.advice}", file=sys.stderr)
+            for warning in report.warnings:
+                if "CONSUMER_SECRET" in warning:
+                    print(f"likely cause: {warning.split(': ', 1)[-1]}", file=sys.stderr)
+    else:
+        error = None
+    if args.json:
+        print(json.dumps({"ok": code == 0, "command": args.command, "changed": report.changed,
+                          "result": report.result, "warnings": report.warnings, "error": error,
+                          "messages": report.lines}, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,198 @@
+"""register_webhook.py run as a user runs it (a subprocess), against the X emulator, which
+performs real CRC checks against a bot served on loopback."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import CREDS, ServerThread, runtime_of
+from processes import ROOT, VENV_BIN, bot_env
+from catbot.web import create_app
+
+SECRETS = (CREDS.consumer_secret, CREDS.access_token_secret)
+
+
+@pytest.fixture
+def bot_url(settings):
+    server = ServerThread(create_app(settings))
+    yield server.url + "/webhook/twitter"
+    server.stop()
+
+
+@pytest.fixture
+def cli(settings):
+    def run(*args, **env):
+        result = subprocess.run([str(VENV_BIN / "python"), "register_webhook.py", *args], cwd=ROOT,
+                                env=bot_env(settings, **env), capture_output=True, text=True, timeout=60)
+        for secret in SECRETS:
+            assert secret not in result.stdout + result.stderr
+        return result
+    return run
+
+
+def test_setup_twice_registers_once_and_subscribes_once(cli, bot_url, emulator):
+    first = cli("setup", bot_url)
+    assert first.returncode == 0, first.stderr
+    assert "registered webhook" in first.stdout and "subscribed the bot account" in first.stdout
+    second = cli("setup", bot_url)
+    assert second.returncode == 0, second.stderr
+    assert "nothing to change" in second.stdout
+    assert [w.url for w in emulator.webhooks.values()] == [bot_url]
+    assert emulator.webhook_url() == bot_url
+
+
+def test_status_shows_webhook_and_subscription(cli, bot_url, emulator):
+    cli("setup", bot_url)
+    result = cli("status")
+    assert result.returncode == 0
+    [hook] = emulator.webhooks.values()
+    assert hook.id in result.stdout and bot_url in result.stdout
+    assert "valid: yes" in result.stdout and "bot account 2000000001 subscribed" in result.stdout
+
+
+def test_status_json(cli, bot_url):
+    cli("setup", bot_url)
+    data = json.loads(cli("--json", "status").stdout)
+    assert data["ok"] is True
+    assert data["result"]["webhooks"][0]["bot_subscribed"] is True
+
+
+def test_check_runs_xs_crc_again(cli, bot_url, emulator):
+    cli("setup", bot_url)
+    checks = emulator.crc_checks
+    result = cli("check")
+    assert result.returncode == 0 and "passed X's CRC check" in result.stdout
+    assert emulator.crc_checks == checks + 1
+
+
+def test_wrong_consumer_secret_on_the_bot_fails_setup_naming_the_mismatch(cli, settings, emulator):
+    server = ServerThread(create_app(settings.replace(consumer_secret="a-different-secret")))
+    try:
+        result = cli("setup", server.url + "/webhook/twitter")
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    assert "CrcValidationFailed" in result.stderr
+    assert "different CONSUMER_SECRET" in result.stderr
+    assert emulator.webhooks == {}
+
+
+def test_unreachable_url_is_reported_and_x_refuses(cli, emulator):
+    result = cli("setup", "http://127.0.0.1:9/webhook/twitter")
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr and "CrcValidationFailed" in result.stderr
+
+
+def test_strict_preflight_stops_before_asking_x(cli, bot_url, emulator):
+    result = cli("setup", "--strict", bot_url)
+    assert result.returncode == 1
+    assert "not https" in result.stderr and "has a port" in result.stderr
+    assert emulator.crc_checks == 0 and emulator.webhooks == {}
+
+
+def test_limit_taken_by_another_url_says_which_and_replace_fixes_it(cli, bot_url, emulator):
+    old = emulator.register(bot_url + "?old=1")
+    refused = cli("register", bot_url)
+    assert refused.returncode == 1
+    assert "WebhookLimitExceeded" in refused.stderr and old.id in refused.stderr and "--replace" in refused.stderr
+    replaced = cli("register", bot_url, "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert [w.url for w in emulator.webhooks.values()] == [bot_url]
+
+
+def test_invalid_webhook_is_rechecked_on_register(cli, bot_url, emulator):
+    cli("setup", bot_url)
+    [hook] = emulator.webhooks.values()
+    hook.valid = False
+    result = cli("register", bot_url)
+    assert result.returncode == 0 and "re-check" in result.stdout
+    assert hook.valid is True
+
+
+def test_subscribe_when_already_subscribed_is_success(cli, bot_url):
+    cli("setup", bot_url)
+    result = cli("subscribe")
+    assert result.returncode == 0 and "already subscribed" in result.stdout
+
+
+def test_subscribe_without_a_webhook_says_what_to_do(cli):
+    result = cli("subscribe")
+    assert result.returncode == 1 and "setup URL" in result.stderr
+
+
+def test_unsubscribe_twice(cli, bot_url, emulator):
+    cli("setup", bot_url)
+    assert cli("unsubscribe").returncode == 0
+    assert emulator.webhook_url() is None
+    again = cli("unsubscribe")
+    assert again.returncode == 0 and "was not subscribed" in again.stdout
+
+
+def test_delete(cli, bot_url, emulator):
+    cli("setup", bot_url)
+    [hook] = emulator.webhooks.values()
+    assert cli("delete", hook.id).returncode == 0
+    assert emulator.webhooks == {}
+    assert cli("delete").returncode == 1
+
+
+def test_delete_unknown_id(cli, bot_url):
+    cli("setup", bot_url)
+    result = cli("delete", "123")
+    assert result.returncode == 1 and "WebhookIdInvalid" in result.stderr
+
+
+def test_replayed_events_are_recognised_as_seen(cli, bot_url, emulator, app):
+    cli("setup", bot_url)
+    emulator.deliver_dm("3000000002", "hi")
+    store = runtime_of(app).store  # the same SQLite file as the served bot's
+    assert store.health()["pending_messages"] == 1
+    with emulator._changed:
+        delivered_before = len(emulator.delivered)
+    result = cli("replay", "--since", "2h")
+    assert result.returncode == 0, result.stderr
+    assert "re-deliver" in result.stdout
+    deadline = time.monotonic() + 5
+    while len(emulator.delivered) < delivered_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the replayed DM and the replay_job_status arrive in the background
+    time.sleep(0.2)
+    assert len(emulator.delivered) == delivered_before + 2
+    assert store.health()["pending_messages"] == 1  # the replayed DM did not queue a second reply
+
+
+@pytest.mark.parametrize("since", ["25h", "0m", "soon"])
+def test_replay_window_is_validated(cli, bot_url, since):
+    cli("setup", bot_url)
+    result = cli("replay", "--since", since)
+    assert result.returncode == 2 and "--since" in result.stderr
+
+
+def test_bad_consumer_credentials_get_a_permission_hint(cli, bot_url):
+    result = cli("status", CONSUMER_KEY="not-the-key", BEARER_TOKEN="")
+    assert result.returncode == 1
+    assert "next step" in result.stderr
+
+
+def test_bad_access_token_secret_fails_subscribe_with_hint(cli, bot_url, emulator):
+    cli("register", bot_url)
+    result = cli("subscribe", ACCESS_TOKEN_SECRET="wrong")
+    assert result.returncode == 1 and "ACCESS_TOKEN" in result.stderr
+
+
+def test_missing_settings_exit_2(settings, tmp_path):
+    result = subprocess.run([str(VENV_BIN / "python"), "register_webhook.py", "status"], cwd=ROOT,
+                            env={"PATH": str(VENV_BIN), "CATBOT_ENV_DIR": str(tmp_path)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "CONSUMER_KEY" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["setup", "register", "subscribe", "unsubscribe", "status", "check",
+                                     "delete", "replay"])
+def test_every_command_has_help(cli, command):
+    result = cli(command, "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_no_command_is_a_usage_error(cli):
+    assert cli().returncode == 2
