@@ -41,8 +41,11 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         problems.append("missing required settings: " + ", ".join(missing))
 
     def typed(name: str, cast, default):
+        raw = config(name, default="").strip()
+        if not raw:  # unset and empty both mean the default (a copied .env.example works)
+            return default
         try:
-            return cast(config(name, default=str(default)))
+            return cast(raw)
         except (ValueError, TypeError) as exc:
             problems.append(f"{name}: {exc}")
             return default

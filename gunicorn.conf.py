@@ -12,6 +12,20 @@ timeout = 30
 accesslog = "-" if os.environ.get("ACCESS_LOG", "").lower() in {"1", "true", "yes"} else None
 
 
+def on_starting(server):
+    """Check settings once in the master: with one missing, stop now with one clear message
+    instead of letting workers fail to boot over and over."""
+    import sys
+
+    from api_config import SettingsError, load_settings
+
+    try:
+        load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
 def post_worker_init(worker):
     runtime = worker.wsgi.extensions["catbot"]
     if runtime.settings.embedded_consumer:

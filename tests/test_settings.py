@@ -1,0 +1,66 @@
+"""Settings: read once, every problem named at once, secrets never shown."""
+import pytest
+from decouple import Config, RepositoryEnv
+
+from api_config import SettingsError, load_settings
+
+FULL = {"CONSUMER_KEY": "ck", "CONSUMER_SECRET": "cs-very-secret", "ACCESS_TOKEN": "2000000001-at",
+        "ACCESS_TOKEN_SECRET": "ats-very-secret"}
+
+
+def config(tmp_path, values):
+    env = tmp_path / ".env"
+    env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return Config(RepositoryEnv(str(env)))
+
+
+def test_all_missing_settings_are_named_in_one_message(tmp_path):
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {"CONSUMER_KEY": "ck"}))
+    message = str(err.value)
+    assert "CONSUMER_SECRET, ACCESS_TOKEN, ACCESS_TOKEN_SECRET" in message
+    assert ".env.example" in message
+
+
+def test_defaults(tmp_path):
+    s = load_settings(config(tmp_path, FULL))
+    assert s.x_api_base_url == "https://api.twitter.com"
+    assert s.catfacts_api_url == "https://catfact.ninja/fact"
+    assert s.replies_per_user_per_hour == 5
+    assert s.catfacts_timeout <= 2
+    assert s.bot_user_id == "2000000001"  # from the access token
+
+
+def test_empty_catfacts_url_means_bundled_only(tmp_path):
+    assert load_settings(config(tmp_path, {**FULL, "CATFACTS_API_URL": ""})).catfacts_api_url == ""
+
+
+def test_secrets_are_not_in_repr(tmp_path):
+    s = load_settings(config(tmp_path, {**FULL, "BEARER_TOKEN": "bearer-very-secret",
+                                        "REDIS_URL": "redis://:pw-very-secret@host:6379"}))
+    text = repr(s)
+    for secret in ("cs-very-secret", "ats-very-secret", "bearer-very-secret", "pw-very-secret"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("name,value,fragment", [
+    ("TRIGGER_PATTERN", "([a-", "TRIGGER_PATTERN"),
+    ("REPLIES_PER_USER_PER_HOUR", "many", "REPLIES_PER_USER_PER_HOUR"),
+    ("REPLIES_PER_USER_PER_HOUR", "0", "REPLIES_PER_USER_PER_HOUR"),
+    ("CATFACTS_TIMEOUT", "5", "CATFACTS_TIMEOUT"),
+    ("X_API_BASE_URL", "ftp://x", "X_API_BASE_URL"),
+    ("EMBEDDED_CONSUMER", "perhaps", "EMBEDDED_CONSUMER"),
+])
+def test_invalid_values_are_named(tmp_path, name, value, fragment):
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings(config(tmp_path, {**FULL, name: value}))
+
+
+def test_a_copied_env_example_with_keys_filled_in_loads(tmp_path):
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / ".env.example").read_text()
+    for name, value in FULL.items():
+        text = text.replace(f"{name}=\n", f"{name}={value}\n")
+    (tmp_path / ".env").write_text(text)
+    s = load_settings(Config(RepositoryEnv(str(tmp_path / ".env"))))
+    assert s.replies_per_user_per_hour == 5 and s.catfacts_api_url == "https://catfact.ninja/fact"

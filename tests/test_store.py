@@ -1,0 +1,71 @@
+"""The store's guarantees across connections and processes sharing one SQLite file."""
+import multiprocessing
+import time
+
+from catbot.events import IncomingDM
+from catbot.replies import Intent
+from catbot.store import Completion, SqliteStore
+
+
+def dm(event_id: str, sender: str = "3000000002") -> IncomingDM:
+    return IncomingDM("2000000001", event_id, sender, "hi", int(event_id))
+
+
+def _claim_all(path: str, out) -> None:
+    store = SqliteStore(path)
+    got = []
+    while (batch := store.claim_next(time.time(), 60)) is not None:
+        got.append(batch.user_id)
+    out.put(got)
+
+
+def test_each_batch_is_claimed_by_exactly_one_process(tmp_path):
+    path = str(tmp_path / "s.sqlite3")
+    store = SqliteStore(path)
+    store.record([(dm(str(i), sender=str(3000 + i)), Intent.FACT) for i in range(200)], time.time())
+    out = multiprocessing.get_context("fork").Queue()
+    procs = [multiprocessing.get_context("fork").Process(target=_claim_all, args=(path, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    claims = [user for _ in procs for user in out.get(timeout=30)]
+    for p in procs:
+        p.join()
+    assert sorted(claims) == sorted(str(3000 + i) for i in range(200))
+
+
+def test_an_expired_lease_lets_another_consumer_take_over(tmp_path):
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    first = store.claim_next(1000.0, lease=60)
+    assert store.claim_next(1030.0, lease=60) is None  # still held
+    second = store.claim_next(1061.0, lease=60)  # the holder died; the lease ran out
+    assert second is not None and second.token != first.token
+    assert store.complete(first, Completion(opted_out=False, sent=True), 1062.0) is False  # stale holder
+    assert store.complete(second, Completion(opted_out=False, sent=True), 1062.0) is True
+
+
+def test_records_are_durable_across_connections(tmp_path):
+    path = str(tmp_path / "s.sqlite3")
+    SqliteStore(path).record([(dm("1"), Intent.FACT)], time.time())
+    reopened = SqliteStore(path)
+    assert reopened.health()["pending_messages"] == 1
+    assert reopened.record([(dm("1"), Intent.FACT)], time.time()).duplicates == 1
+
+
+def test_budget_is_shared_and_respected(tmp_path):
+    path = str(tmp_path / "s.sqlite3")
+    a, b = SqliteStore(path), SqliteStore(path)
+    a.observe_budget("dm", remaining=2, reset_at=2000.0)
+    assert a.reserve_send(1000.0) is None
+    assert b.reserve_send(1000.0) is None
+    assert a.reserve_send(1000.0) == 2000.0  # spent: wait for the reset
+    assert b.reserve_send(2001.0) is None  # a new window
+
+
+def test_prune_forgets_old_ids_only(tmp_path):
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    store.record([(dm("1"), Intent.IGNORE)], 1000.0)
+    store.record([(dm("2"), Intent.IGNORE)], 1000.0 + 8 * 86400)
+    store.prune(1000.0 + 8 * 86400)
+    assert store.record([(dm("1"), Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 0
+    assert store.record([(dm("2"), Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 1
