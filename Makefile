@@ -20,6 +20,10 @@ test: $(STAMP)
 	scripts/ensure-os-packages
 	$(PY) -m pytest
 
+## demo: the whole bot offline: X emulator + gunicorn app:app + register_webhook.py setup + a chat
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
 ## run: the bot as production runs it (settings from the environment or .env)
 run: $(STAMP)
 	$(VENV)/bin/gunicorn app:app

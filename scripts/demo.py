@@ -1,0 +1,175 @@
+"""``make demo``: the whole bot, offline, in one command.
+
+Starts the X emulator and the bot exactly as production runs it (``gunicorn app:app``,
+configured only through settings), registers the webhook and subscription with
+``register_webhook.py setup`` (so the CRC check and subscription really run), then opens a chat:
+each line you type goes to the bot as a signed DM delivery from a simulated user, and the
+bot's reply is printed when it reaches the emulator. Standard input that is not a terminal is
+read one message per line. Every process started here is stopped on exit, Ctrl-C included.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".demo"
+BIN = Path(sys.executable).parent
+USER_ID = "3000000042"
+REPLY_WAIT = 6.0  # seconds to wait for a reply before saying "(no reply)"
+DEMO_CREDENTIALS = {  # fake keys shared by the bot and the emulator; nothing here reaches X
+    "CONSUMER_KEY": "demo-consumer-key-000000001",
+    "CONSUMER_SECRET": "demo-consumer-secret-not-a-real-one",
+    "ACCESS_TOKEN": "2000000001-demoaccesstoken000000001",
+    "ACCESS_TOKEN_SECRET": "demo-access-token-secret-not-real",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Processes:
+    """The processes this demo started, each in its own process group, all stopped on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(WORK / f"{name}.log", "wb")
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for(url: str, proc: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited early; see {WORK / (name + '.log')}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise SystemExit(f"{name} did not start within {timeout:.0f} s; see {WORK / (name + '.log')}")
+
+
+class Chat:
+    def __init__(self, emulator_url: str) -> None:
+        self.emulator_url = emulator_url
+        self.http = requests.Session()
+        self.http.trust_env = False
+        self.seen = 0
+
+    def new_replies(self) -> list[str]:
+        data = self.http.get(f"{self.emulator_url}/_emulator/sent", params={"after": self.seen}, timeout=5).json()
+        self.seen = data["total"]
+        return [item["text"] for item in data["sent"] if item["participant_id"] == USER_ID]
+
+    def say(self, text: str) -> None:
+        answer = self.http.post(f"{self.emulator_url}/_emulator/deliver", json={"sender_id": USER_ID, "text": text},
+                                timeout=15).json()
+        if answer.get("webhook_status") != 200:
+            print(f"  (the webhook answered {answer.get('webhook_status') or answer.get('error')})")
+        deadline = time.monotonic() + REPLY_WAIT
+        while time.monotonic() < deadline:
+            replies = self.new_replies()
+            if replies:
+                for reply in replies:
+                    show(reply)
+                return
+            time.sleep(0.1)
+        print("bot> (no reply)\n", flush=True)
+
+    def late_replies(self) -> None:
+        for reply in self.new_replies():
+            show(reply)
+
+
+def show(reply: str) -> None:
+    lines = reply.splitlines() or [""]
+    print("bot> " + lines[0])
+    for line in lines[1:]:
+        print(("     " + line).rstrip())
+    print(flush=True)
+
+
+def main() -> int:
+    WORK.mkdir(exist_ok=True)
+    for old in WORK.glob("catbot.sqlite3*"):
+        old.unlink()
+    emulator_port, bot_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("X_API_BASE_URL", "REDIS_URL", "SQLITE_PATH", "TRIGGER_PATTERN", "BEARER_TOKEN")}
+    env.update(DEMO_CREDENTIALS, X_API_BASE_URL=f"http://127.0.0.1:{emulator_port}",
+               SQLITE_PATH=str(WORK / "catbot.sqlite3"), REPLIES_PER_USER_PER_HOUR="60",
+               CATBOT_ENV_DIR=str(WORK), PYTHONUNBUFFERED="1")
+    processes = Processes()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        print("starting the X emulator (15 DMs per 15 s) and the bot (gunicorn app:app)...", flush=True)
+        emulator = processes.start("emulator", [str(BIN / "python"), "-m", "x_emulator", "--port", str(emulator_port),
+                                                "--dm-limit", "15", "--dm-window", "15"], env)
+        bot = processes.start("bot", [str(BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{bot_port}"], env)
+        wait_for(f"http://127.0.0.1:{emulator_port}/_emulator/state", emulator, "emulator")
+        wait_for(f"http://127.0.0.1:{bot_port}/healthz", bot, "bot")
+        webhook = f"http://127.0.0.1:{bot_port}/webhook/twitter"
+        print(f"$ python register_webhook.py setup {webhook}", flush=True)
+        setup = subprocess.run([str(BIN / "python"), "register_webhook.py", "setup", webhook], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60)
+        for line in setup.stdout.splitlines():
+            print("  " + line)
+        if setup.returncode != 0:
+            print(setup.stderr, file=sys.stderr)
+            return 1
+        interactive = sys.stdin.isatty()
+        print(f"\nchat as user {USER_ID}: every line is a DM to the bot "
+              f"(try: hello, help, stop, start){'; Ctrl-D or Ctrl-C to quit' if interactive else ''}.")
+        print(f"bot and emulator logs: {WORK}/bot.log, {WORK}/emulator.log\n", flush=True)
+        chat = Chat(f"http://127.0.0.1:{emulator_port}")
+        while True:
+            if interactive:
+                chat.late_replies()
+            try:
+                line = input("you> " if interactive else "")
+            except EOFError:
+                break
+            if not line.strip():
+                continue
+            if not interactive:
+                print(f"you> {line}", flush=True)
+            chat.say(line)
+        return 0
+    except KeyboardInterrupt:
+        print()
+        return 0
+    finally:
+        print("stopping the bot and the emulator...", flush=True)
+        processes.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
