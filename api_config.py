@@ -62,6 +62,9 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         catfacts_timeout=typed("CATFACTS_TIMEOUT", float, 2.0),
         send_max_attempts=typed("SEND_MAX_ATTEMPTS", int, 8),
         embedded_consumer=typed("EMBEDDED_CONSUMER", _bool, True),
+        worker_threads=typed("WORKER_THREADS", int, 2),
+        reply_lease_seconds=typed("REPLY_LEASE_SECONDS", float, 90.0),
+        replay_on_start=typed("REPLAY_ON_START", _bool, True),
         bot_user_id=config("BOT_USER_ID", default="").strip(),
         log_level=config("LOG_LEVEL", default="INFO").strip().upper() or "INFO",
     )
@@ -76,6 +79,12 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         problems.append("X_TIMEOUT must be more than 0 seconds")
     if values["replies_per_user_per_hour"] < 1:
         problems.append("REPLIES_PER_USER_PER_HOUR must be at least 1")
+    if values["worker_threads"] < 1:
+        problems.append("WORKER_THREADS must be at least 1")
+    if values["reply_lease_seconds"] < values["x_timeout"] + values["catfacts_timeout"] + 1:
+        problems.append("REPLY_LEASE_SECONDS must exceed X_TIMEOUT + CATFACTS_TIMEOUT by at least 1 second")
+    if values["redis_url"] and not re.match(r"^(redis|rediss|unix)://", values["redis_url"]):
+        problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
     if values["send_max_attempts"] < 1:
         problems.append("SEND_MAX_ATTEMPTS must be at least 1")
     if not re.match(r"^https?://[^/\s]+", values["x_api_base_url"]):

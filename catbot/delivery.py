@@ -20,7 +20,6 @@ from catbot.settings import Settings
 from catbot.store import Batch, Completion
 from catbot.xclient import SendResult, XSender
 
-LEASE_SECONDS = 90.0  # longer than one facts call plus one send with its timeout
 PASS_SECONDS = 20.0  # a pass hands over to a fresh task after this, so shutdowns stay quick
 MAX_BACKOFF = 300.0
 
@@ -57,7 +56,7 @@ class Deliverer:
             if now - started > PASS_SECONDS:
                 result.more_now = True
                 return result
-            batch = self.store.claim_next(now, LEASE_SECONDS)
+            batch = self.store.claim_next(now, self.settings.reply_lease_seconds)
             if batch is None:
                 due = self.store.next_due(now)
                 result.next_run_at = due if due is not None and due > now else None

@@ -1,5 +1,8 @@
 """The background queue (huey): wake-ups, timed retries, the periodic sweep, the consumer.
 
+With ``REDIS_URL`` the queue is RedisHuey on the store's connection pool (consumers block on
+the list, so wake-ups are instant); otherwise SqliteHuey in the store's SQLite file.
+
 The queue only says *when* to look at the store; the store says *what* to do. So a task lost
 with a killed consumer costs at most one sweep interval of latency, never a reply.
 
@@ -14,7 +17,7 @@ import threading
 import time
 from typing import Callable
 
-from huey import SqliteHuey, crontab
+from huey import RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 from huey.storage import SqliteStorage
 
@@ -34,8 +37,12 @@ class _SqliteStorage(SqliteStorage):
         return conn
 
 
-def build_huey(settings: Settings) -> SqliteHuey:
-    """The huey instance for these settings; it shares the store's SQLite file."""
+def build_huey(settings: Settings, store=None):
+    """The huey instance for these settings, beside the store: same Redis or same SQLite file."""
+    if settings.redis_url:
+        pool = store.client.connection_pool if store is not None else None
+        return RedisHuey("catbot", results=False, utc=True, blocking=True, read_timeout=1,
+                         connection_pool=pool, **({} if pool else {"url": settings.redis_url}))
     return SqliteHuey("catbot", filename=settings.sqlite_path, results=False, utc=True,
                       storage_class=_SqliteStorage)
 
@@ -50,7 +57,9 @@ class EmbeddedConsumer(Consumer):
 class Queue:
     """The bot's named jobs on one huey instance, behind a small API the rest of the code uses."""
 
-    def __init__(self, huey, run_pass: Callable[[], object], sweep: Callable[[], None]) -> None:
+    def __init__(self, huey, run_pass: Callable[[], object], sweep: Callable[[], None],
+                 replay_missed: Callable[[float | None], None] | None = None,
+                 on_consumer_start: Callable[[], float | None] | None = None) -> None:
         self.huey = huey
         self._scheduled: set[int] = set()  # whole seconds a resume is already scheduled for
         self._lock = threading.Lock()
@@ -69,8 +78,15 @@ class Queue:
         def sweep_task() -> None:
             sweep()
 
+        @huey.task(name="replay_missed")
+        def replay_task(since: float | None) -> None:
+            if replay_missed is not None:
+                replay_missed(since)
+
         self.deliver_replies = deliver_replies
         self.sweep = sweep_task
+        self.replay_missed = replay_task
+        self._on_consumer_start = on_consumer_start
 
     def wake(self) -> bool:
         """Ask a consumer to deliver now. False if the queue could not take it (the sweep will)."""
@@ -97,17 +113,34 @@ class Queue:
     def pending_tasks(self) -> int:
         return self.huey.pending_count()
 
-    # -- the consumer living in this process ------------------------------------------------------
+    # -- consumers --------------------------------------------------------------------------------
+    def _consumer_options(self, workers: int) -> dict:
+        return dict(workers=workers, worker_type="thread", periodic=True, initial_delay=0.02, backoff=1.3,
+                    max_delay=0.5, shutdown_timeout=20.0)
+
+    def _starting(self) -> None:
+        """Before consuming: note the start (and the downtime before it), pick up waiting work."""
+        since = self._on_consumer_start() if self._on_consumer_start else None
+        self.replay_missed(since)
+        self.wake()
+
     def start_consumer(self, workers: int = 1) -> EmbeddedConsumer:
+        """A consumer in threads of this process (a gunicorn worker, a test)."""
         if self._consumer is None:
-            self._consumer = EmbeddedConsumer(
-                self.huey, workers=workers, worker_type="thread", periodic=True,
-                initial_delay=0.02, backoff=1.3, max_delay=0.5, check_worker_health=False,
-                shutdown_timeout=20.0)
+            self._consumer = EmbeddedConsumer(self.huey, check_worker_health=False,
+                                              **self._consumer_options(workers))
             self._consumer.start()
-            self.wake()  # pick up whatever waited while no consumer ran
-            event(log, "consumer.started", workers=workers)
+            self._starting()
+            event(log, "consumer.started", workers=workers, embedded=True)
         return self._consumer
+
+    def run_consumer(self, workers: int) -> None:
+        """A consumer as the whole process (``python -m catbot.worker``): SIGTERM is graceful."""
+        consumer = Consumer(self.huey, graceful_signal="TERM", **self._consumer_options(workers))
+        self._starting()
+        event(log, "consumer.started", workers=workers, embedded=False)
+        consumer.run()
+        event(log, "consumer.stopped")
 
     def stop_consumer(self) -> None:
         """Finish the task in hand (up to 20 s, inside Heroku's 30 s grace), then stop."""

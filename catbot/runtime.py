@@ -12,10 +12,11 @@ from catbot.logs import event
 from catbot.queue import Queue, build_huey
 from catbot.replies import classify
 from catbot.settings import Settings
-from catbot.store import RecordResult, open_store
+from catbot.store import RecordResult, StoreUnavailable, open_store
 from catbot.xclient import XSender, build_tweepy_client
 
 log = logging.getLogger("catbot.runtime")
+REPLAY_AFTER_DOWNTIME = 120.0  # seconds without a sweep before a start asks X for a replay
 
 
 @dataclass
@@ -37,8 +38,12 @@ class Runtime:
         return result
 
     def sweep(self) -> None:
-        """Periodic: forget stale ids, and make sure due work has a task (after crashes)."""
+        """Periodic, once a minute across all processes: note that the bot is alive, forget stale
+        ids, and make sure due work has a task (after crashes)."""
         now = self.clock()
+        if not self.store.try_lease("sweep", 45, now):
+            return
+        self.store.mark("alive", now)
         self.store.prune(now)
         due = self.store.next_due(now)
         if due is not None:
@@ -47,6 +52,36 @@ class Runtime:
             else:
                 self.queue.wake_at(due)
             event(log, "sweep", due_in=max(0, round(due - now)))
+
+    def consumer_starting(self) -> float | None:
+        """Note that a consumer is starting; returns when the bot was last seen alive."""
+        try:
+            return self.store.mark("alive", self.clock())
+        except StoreUnavailable:
+            return None
+
+    def replay_missed(self, since: float | None) -> None:
+        """Ask X to re-deliver what arrived while no consumer was alive (``REPLAY_ON_START``).
+
+        Only one process asks (a store lease); the de-duplication makes the replay safe."""
+        now = self.clock()
+        if not self.settings.replay_on_start or since is None or now - since < REPLAY_AFTER_DOWNTIME:
+            return
+        if not self.store.try_lease("replay", 600, now):
+            return
+        from catbot.account_activity import AccountActivity, XRefused  # set-up code, rarely needed
+
+        start = max(since - 60, now - 24 * 3600 + 120)
+        try:
+            api = AccountActivity(self.settings)
+            hooks = api.webhooks()
+            if len(hooks) != 1:
+                event(log, "replay.skipped", logging.WARNING, reason=f"{len(hooks)} webhooks registered")
+                return
+            job = api.replay(hooks[0]["id"], start, now)
+            event(log, "replay.requested", downtime_s=round(now - since), job=job.get("job_id"))
+        except XRefused as refused:
+            event(log, "replay.failed", logging.WARNING, reason=refused.reason, detail=refused.detail[:200])
 
 
 def build_runtime(settings: Settings, *, sender: XSender | None = None,
@@ -57,5 +92,6 @@ def build_runtime(settings: Settings, *, sender: XSender | None = None,
                                           settings.catfacts_max_length)
     deliverer = Deliverer(settings, store, sender, facts, clock=clock)
     runtime = Runtime(settings, store, None, deliverer, clock)  # type: ignore[arg-type]
-    runtime.queue = Queue(build_huey(settings), deliverer.run_pass, runtime.sweep)
+    runtime.queue = Queue(build_huey(settings, store), deliverer.run_pass, runtime.sweep,
+                          runtime.replay_missed, runtime.consumer_starting)
     return runtime

@@ -33,6 +33,9 @@ class Settings:
     catfacts_max_length: int = 240
     send_max_attempts: int = 8
     embedded_consumer: bool = True
+    worker_threads: int = 2
+    reply_lease_seconds: float = 90.0
+    replay_on_start: bool = True
     bot_user_id: str = ""
     log_level: str = "INFO"
 

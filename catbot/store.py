@@ -11,6 +11,7 @@ commit survives the process being killed, which is what SIGKILL and dyno restart
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -87,6 +88,10 @@ create table if not exists catbot_sent (
 create index if not exists catbot_sent_user on catbot_sent (for_user_id, user_id, sent_at);
 create table if not exists catbot_budget (
     name text primary key, remaining integer not null, reset_at real not null);
+create table if not exists catbot_leases (
+    name text primary key, holder text not null, until real not null);
+create table if not exists catbot_marks (
+    name text primary key, at real not null);
 """
 
 
@@ -265,6 +270,25 @@ class SqliteStore:
             db.execute("insert or replace into catbot_budget (name, remaining, reset_at) values (?, ?, ?)",
                        (name, remaining, reset_at))
 
+    # -- coordination between processes ----------------------------------------------------------
+    def try_lease(self, name: str, seconds: float, now: float) -> bool:
+        """True for exactly one caller until ``seconds`` pass: periodic work runs once, not once
+        per process."""
+        with self._tx() as db:
+            row = db.execute("select until from catbot_leases where name = ?", (name,)).fetchone()
+            if row is not None and row[0] > now:
+                return False
+            db.execute("insert or replace into catbot_leases (name, holder, until) values (?, ?, ?)",
+                       (name, f"{os.getpid()}", now + seconds))
+        return True
+
+    def mark(self, name: str, now: float) -> float | None:
+        """Record that ``name`` happened at ``now``; return when it happened before (if ever)."""
+        with self._tx() as db:
+            row = db.execute("select at from catbot_marks where name = ?", (name,)).fetchone()
+            db.execute("insert or replace into catbot_marks (name, at) values (?, ?)", (name, now))
+        return row[0] if row else None
+
     # -- operations -----------------------------------------------------------------------------
     def health(self) -> dict[str, object]:
         pending, users = self._read("select count(*), count(distinct for_user_id || ':' || user_id)"
@@ -285,6 +309,244 @@ def _rollback(db: sqlite3.Connection) -> None:
         pass
 
 
-def open_store(settings) -> SqliteStore:
-    """The store the settings ask for (SQLite now; Redis arrives with REDIS_URL support)."""
+def open_store(settings):
+    """The store the settings ask for: Redis with ``REDIS_URL``, else the SQLite file."""
+    if settings.redis_url:
+        return RedisStore(settings.redis_url)
     return SqliteStore(settings.sqlite_path)
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+# Every operation that reads and writes several keys is one Lua script, so it is atomic exactly
+# like the SQLite transactions above. Keys (prefix catbot:):
+#   seen:<for_user>:<event>   "1" with a TTL of SEEN_RETENTION (de-duplication)
+#   inbox:<for_user>:<user>   list of JSON [seq, event id, intent, created_ms], arrival order
+#   ready                     zset of users with pending messages, score = oldest message's seq
+#   delayed                   zset of users claimed or waiting to retry, score = when claimable
+#   user:<for_user>:<user>    hash: opted_out, attempts, fact_seed, fact_pos, token
+#   sent:<for_user>:<user>    zset of send times (per-user cap), expires
+#   budget:<name>             hash: remaining, reset_at
+#   pending, seq              counters; lease:<name>, mark:<name> for coordination
+
+_RECORD = """
+local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local new, dup, ign = 0, 0, 0
+for i = 3, #ARGV, 6 do
+  local f, ev, u, intent, created, seed = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+  if not redis.call('SET', 'catbot:seen:'..f..':'..ev, '1', 'NX', 'EX', ttl) then
+    dup = dup + 1
+  elseif intent == 'ignore' then
+    ign = ign + 1
+  else
+    local key = f..':'..u
+    local seq = redis.call('INCR', 'catbot:seq')
+    redis.call('RPUSH', 'catbot:inbox:'..key, cjson.encode({seq, ev, intent, tonumber(created)}))
+    redis.call('INCR', 'catbot:pending')
+    redis.call('HSETNX', 'catbot:user:'..key, 'fact_seed', seed)
+    if not redis.call('ZSCORE', 'catbot:delayed', key) and not redis.call('ZSCORE', 'catbot:ready', key) then
+      redis.call('ZADD', 'catbot:ready', seq, key)
+    end
+    new = new + 1
+  end
+end
+return {new, dup, ign}
+"""
+
+_CLAIM = """
+local now, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', 'catbot:delayed', '-inf', now, 'LIMIT', 0, 500)) do
+  redis.call('ZREM', 'catbot:delayed', key)
+  redis.call('HDEL', 'catbot:user:'..key, 'token')  -- a lease that ran out is void
+  local head = redis.call('LINDEX', 'catbot:inbox:'..key, 0)
+  if head then redis.call('ZADD', 'catbot:ready', cjson.decode(head)[1], key) end
+end
+local top = redis.call('ZRANGE', 'catbot:ready', 0, 0)
+if #top == 0 then return false end
+local key = top[1]
+redis.call('ZREM', 'catbot:ready', key)
+redis.call('ZADD', 'catbot:delayed', now + lease, key)
+local ukey = 'catbot:user:'..key
+redis.call('HSET', ukey, 'token', token)
+local u = redis.call('HMGET', ukey, 'opted_out', 'attempts', 'fact_seed', 'fact_pos')
+return {key, u[1] or '0', u[2] or '0', u[3] or '0', u[4] or '0', redis.call('LRANGE', 'catbot:inbox:'..key, 0, -1)}
+"""
+
+_COMPLETE = """
+local key, token, max_seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ukey, ikey = 'catbot:user:'..key, 'catbot:inbox:'..key
+local ours = redis.call('HGET', ukey, 'token') == token
+local removed = 0
+while true do
+  local head = redis.call('LINDEX', ikey, 0)
+  if not head then break end
+  local entry = cjson.decode(head)
+  if entry[1] <= max_seq or (ARGV[6] == '1' and entry[3] == 'fact') then
+    redis.call('LPOP', ikey)
+    removed = removed + 1
+  else
+    break
+  end
+end
+if removed > 0 then redis.call('DECRBY', 'catbot:pending', removed) end
+redis.call('HSET', ukey, 'opted_out', ARGV[4])
+if ARGV[7] ~= '' then redis.call('HSET', ukey, 'fact_seed', ARGV[7], 'fact_pos', ARGV[8]) end
+if ARGV[5] == '1' then
+  local skey = 'catbot:sent:'..key
+  redis.call('ZADD', skey, ARGV[9], ARGV[10])
+  redis.call('ZREMRANGEBYSCORE', skey, '-inf', tonumber(ARGV[9]) - 3600)
+  redis.call('EXPIRE', skey, 7200)
+end
+if ours then
+  redis.call('HDEL', ukey, 'token')
+  redis.call('HSET', ukey, 'attempts', 0)
+  redis.call('ZREM', 'catbot:delayed', key)
+  local head = redis.call('LINDEX', ikey, 0)
+  if head then redis.call('ZADD', 'catbot:ready', cjson.decode(head)[1], key) end
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+local key, token = ARGV[1], ARGV[2]
+local ukey = 'catbot:user:'..key
+if redis.call('HGET', ukey, 'token') ~= token then return 0 end
+redis.call('HDEL', ukey, 'token')
+if ARGV[4] == '1' then redis.call('HINCRBY', ukey, 'attempts', 1) end
+redis.call('ZREM', 'catbot:ready', key)
+redis.call('ZADD', 'catbot:delayed', ARGV[3], key)
+return 1
+"""
+
+_RESERVE = """
+local now, blocked = tonumber(ARGV[1]), nil
+for i = 2, #ARGV do
+  local v = redis.call('HMGET', 'catbot:budget:'..ARGV[i], 'remaining', 'reset_at')
+  if v[2] and tonumber(v[2]) > now and tonumber(v[1]) <= 0 then
+    if not blocked or tonumber(v[2]) > blocked then blocked = tonumber(v[2]) end
+  end
+end
+if blocked then return tostring(blocked) end
+for i = 2, #ARGV do
+  local k = 'catbot:budget:'..ARGV[i]
+  local reset = redis.call('HGET', k, 'reset_at')
+  if reset and tonumber(reset) > now then redis.call('HINCRBY', k, 'remaining', -1) end
+end
+return false
+"""
+
+_OBSERVE = """
+local k = 'catbot:budget:'..ARGV[1]
+local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', k, 'remaining', 'reset_at')
+if v[2] and math.abs(tonumber(v[2]) - reset) < 2 then remaining = math.min(remaining, tonumber(v[1])) end
+redis.call('HSET', k, 'remaining', remaining, 'reset_at', ARGV[3])
+redis.call('EXPIRE', k, 2 * 86400)
+return 1
+"""
+
+_MARK = """
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+return old
+"""
+
+BUDGET_NAMES = ("dm", "user_24h", "app_24h")
+
+
+class RedisStore:
+    """All of the bot's state in Redis, for several web and worker processes (``REDIS_URL``)."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, client=None) -> None:
+        import redis  # imported here: the embedded default does not need it
+
+        self._errors = (redis.exceptions.RedisError, OSError)
+        options = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 30,
+                   "retry_on_timeout": False}
+        if url.startswith("rediss://"):
+            options["ssl_cert_reqs"] = None  # Heroku Key-Value Store uses self-signed certificates
+        self.client = client or redis.Redis.from_url(url, **options)
+        self._scripts = {name: self.client.register_script(src) for name, src in (
+            ("record", _RECORD), ("claim", _CLAIM), ("complete", _COMPLETE), ("release", _RELEASE),
+            ("reserve", _RESERVE), ("observe", _OBSERVE), ("mark", _MARK))}
+
+    def _run(self, name: str, args: Sequence[object] = (), keys: Sequence[str] = ()):
+        try:
+            return self._scripts[name](keys=list(keys), args=list(args))
+        except self._errors as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    def _do(self, fn, *args):
+        try:
+            return fn(*args)
+        except self._errors as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+    def record(self, items: Sequence[tuple[IncomingDM, Intent]], now: float) -> RecordResult:
+        args: list[object] = [now, SEEN_RETENTION]
+        for dm, intent in items:
+            args += [dm.for_user_id, dm.event_id, dm.sender_id, intent.value, dm.created_ms, random.getrandbits(31)]
+        if not items:
+            return RecordResult(0, 0, 0)
+        new, duplicates, ignored = self._run("record", args)
+        return RecordResult(new=int(new), duplicates=int(duplicates), ignored=int(ignored))
+
+    def claim_next(self, now: float, lease: float) -> Batch | None:
+        token = uuid.uuid4().hex
+        found = self._run("claim", [now, lease, token])
+        if not found:
+            return None
+        key, opted_out, attempts, seed, pos, raw = found
+        for_user_id, user_id = key.decode().split(":", 1)
+        entries = sorted((json.loads(e) for e in raw), key=lambda e: (e[3], e[0]))
+        return Batch(for_user_id, user_id, token, tuple(e[0] for e in entries),
+                     tuple(Intent(e[2]) for e in entries), opted_out == b"1", int(attempts), int(seed),
+                     int(pos), now)
+
+    def complete(self, batch: Batch, done: Completion, now: float) -> bool:
+        key = f"{batch.for_user_id}:{batch.user_id}"
+        args = [key, batch.token, max(batch.seqs), int(done.opted_out), int(done.sent), int(done.absorb_facts),
+                "" if done.fact_seed is None else done.fact_seed, "" if done.fact_pos is None else done.fact_pos,
+                now, f"{now}:{batch.token}"]
+        return bool(self._run("complete", args))
+
+    def release(self, batch: Batch, not_before: float, count_attempt: bool) -> None:
+        self._run("release", [f"{batch.for_user_id}:{batch.user_id}", batch.token, not_before, int(count_attempt)])
+
+    def sent_since(self, for_user_id: str, user_id: str, since: float) -> int:
+        return int(self._do(self.client.zcount, f"catbot:sent:{for_user_id}:{user_id}", f"({since}", "+inf"))
+
+    def next_due(self, now: float) -> float | None:
+        if self._do(self.client.zcard, "catbot:ready"):
+            return now
+        first = self._do(self.client.zrange, "catbot:delayed", 0, 0, False, True)
+        return float(first[0][1]) if first else None
+
+    def reserve_send(self, now: float) -> float | None:
+        blocked = self._run("reserve", [now, *BUDGET_NAMES])
+        return float(blocked) if blocked else None
+
+    def observe_budget(self, name: str, remaining: int, reset_at: float) -> None:
+        self._run("observe", [name, remaining, reset_at])
+
+    def try_lease(self, name: str, seconds: float, now: float) -> bool:
+        return bool(self._do(lambda: self.client.set(f"catbot:lease:{name}", os.getpid(), nx=True,
+                                                     px=max(1, int(seconds * 1000)))))
+
+    def mark(self, name: str, now: float) -> float | None:
+        old = self._run("mark", [now], keys=[f"catbot:mark:{name}"])
+        return float(old) if old else None
+
+    def health(self) -> dict[str, object]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get("catbot:pending").zcard("catbot:ready").zcard("catbot:delayed")
+        pending, ready, delayed = self._do(pipe.execute)
+        return {"backend": self.backend, "pending_messages": int(pending or 0), "users_waiting": ready + delayed}
+
+    def prune(self, now: float) -> None:
+        """Nothing to do: every key that can go stale carries a TTL."""

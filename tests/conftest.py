@@ -143,3 +143,18 @@ def drain(app, passes: int = 20) -> None:
         result = deliverer.run_pass()
         if not result.more_now:
             return
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    from redis_server import RedisServer
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """A clean database on the session's redis-server."""
+    redis_server.flush()
+    return redis_server.url

@@ -28,6 +28,14 @@ class Clock:
         self.offset += seconds
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def settings(request, settings):
+    """Every test here runs on both backends: the rest of the code must not know which one it has."""
+    if request.param == "redis":
+        return settings.replace(redis_url=request.getfixturevalue("redis_url"))
+    return settings
+
+
 @pytest.fixture
 def clock():
     return Clock()
@@ -69,9 +77,19 @@ class Bot:
         runtime_of(self.app).store.close()
         return Bot(self.settings, self.clock)
 
+    @property
+    def store(self):
+        return runtime_of(self.app).store
+
 
 def texts(emulator, user):
     return [dm.text for dm in emulator.sent_to(user)]
+
+
+def test_the_backend_asked_for_is_in_use(bot):
+    expected = "redis" if bot.settings.redis_url else "sqlite"
+    assert bot.store.backend == expected
+    assert bot.client.get("/healthz").get_json()["store"]["backend"] == expected
 
 
 def test_a_dm_gets_a_cat_fact_through_tweepy(bot, emulator, facts_api):

@@ -1,30 +1,42 @@
-"""The store's guarantees across connections and processes sharing one SQLite file."""
+"""The store's guarantees across connections and processes, on both backends: one SQLite
+file, or one Redis."""
 import multiprocessing
 import time
 
+import pytest
+
 from catbot.events import IncomingDM
 from catbot.replies import Intent
-from catbot.store import Completion, SqliteStore
+from catbot.store import Completion, RedisStore, SqliteStore
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def opener(request, tmp_path):
+    """A function that opens a new connection to the same store (what another process does)."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        return lambda: RedisStore(url)
+    path = str(tmp_path / "s.sqlite3")
+    return lambda: SqliteStore(path)
 
 
 def dm(event_id: str, sender: str = "3000000002") -> IncomingDM:
     return IncomingDM("2000000001", event_id, sender, "hi", int(event_id))
 
 
-def _claim_all(path: str, out) -> None:
-    store = SqliteStore(path)
+def _claim_all(opener, out) -> None:
+    store = opener()
     got = []
     while (batch := store.claim_next(time.time(), 60)) is not None:
         got.append(batch.user_id)
     out.put(got)
 
 
-def test_each_batch_is_claimed_by_exactly_one_process(tmp_path):
-    path = str(tmp_path / "s.sqlite3")
-    store = SqliteStore(path)
+def test_each_batch_is_claimed_by_exactly_one_process(opener):
+    store = opener()
     store.record([(dm(str(i), sender=str(3000 + i)), Intent.FACT) for i in range(200)], time.time())
     out = multiprocessing.get_context("fork").Queue()
-    procs = [multiprocessing.get_context("fork").Process(target=_claim_all, args=(path, out)) for _ in range(4)]
+    procs = [multiprocessing.get_context("fork").Process(target=_claim_all, args=(opener, out)) for _ in range(4)]
     for p in procs:
         p.start()
     claims = [user for _ in procs for user in out.get(timeout=30)]
@@ -33,8 +45,8 @@ def test_each_batch_is_claimed_by_exactly_one_process(tmp_path):
     assert sorted(claims) == sorted(str(3000 + i) for i in range(200))
 
 
-def test_an_expired_lease_lets_another_consumer_take_over(tmp_path):
-    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+def test_an_expired_lease_lets_another_consumer_take_over(opener):
+    store = opener()
     store.record([(dm("1"), Intent.FACT)], 1000.0)
     first = store.claim_next(1000.0, lease=60)
     assert store.claim_next(1030.0, lease=60) is None  # still held
@@ -44,22 +56,50 @@ def test_an_expired_lease_lets_another_consumer_take_over(tmp_path):
     assert store.complete(second, Completion(opted_out=False, sent=True), 1062.0) is True
 
 
-def test_records_are_durable_across_connections(tmp_path):
-    path = str(tmp_path / "s.sqlite3")
-    SqliteStore(path).record([(dm("1"), Intent.FACT)], time.time())
-    reopened = SqliteStore(path)
+def test_records_are_durable_across_connections(opener):
+    opener().record([(dm("1"), Intent.FACT)], time.time())
+    reopened = opener()
     assert reopened.health()["pending_messages"] == 1
     assert reopened.record([(dm("1"), Intent.FACT)], time.time()).duplicates == 1
 
 
-def test_budget_is_shared_and_respected(tmp_path):
-    path = str(tmp_path / "s.sqlite3")
-    a, b = SqliteStore(path), SqliteStore(path)
+def test_budget_is_shared_and_respected(opener):
+    a, b = opener(), opener()
     a.observe_budget("dm", remaining=2, reset_at=2000.0)
     assert a.reserve_send(1000.0) is None
     assert b.reserve_send(1000.0) is None
     assert a.reserve_send(1000.0) == 2000.0  # spent: wait for the reset
     assert b.reserve_send(2001.0) is None  # a new window
+
+
+def test_messages_arriving_during_a_send_are_absorbed_up_to_the_next_command(opener):
+    store = opener()
+    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    batch = store.claim_next(1000.0, lease=60)
+    store.record([(dm("2"), Intent.FACT), (dm("3"), Intent.FACT), (dm("4"), Intent.STOP), (dm("5"), Intent.FACT)],
+                 1001.0)
+    assert store.complete(batch, Completion(opted_out=False, sent=True, absorb_facts=True), 1002.0)
+    following = store.claim_next(1003.0, lease=60)
+    assert following.intents == (Intent.STOP, Intent.FACT)
+
+
+def test_a_retry_waits_for_its_time(opener):
+    store = opener()
+    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    batch = store.claim_next(1000.0, lease=60)
+    store.release(batch, not_before=1010.0, count_attempt=True)
+    assert store.claim_next(1005.0, lease=60) is None
+    assert store.next_due(1005.0) == 1010.0
+    again = store.claim_next(1010.0, lease=60)
+    assert again.attempts == 1
+
+
+def test_once_only_lease(opener):
+    a, b = opener(), opener()
+    assert a.try_lease("sweep", 0.3, time.time()) is True
+    assert b.try_lease("sweep", 0.3, time.time()) is False
+    time.sleep(0.35)
+    assert b.try_lease("sweep", 0.3, time.time()) is True
 
 
 def test_prune_forgets_old_ids_only(tmp_path):
