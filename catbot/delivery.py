@@ -82,14 +82,14 @@ class Deliverer:
             event(log, "reply.capped", limit_per_hour=cap, **who)
             return None
         text, rotation = self._text(p, batch)
-        wait_until = self.store.reserve_send(self.clock())
+        hold = self.settings.x_timeout + 5  # a reservation lapses if this process dies mid-send
+        wait_until = self.store.reserve_send(self.clock(), batch.token, hold)
         if wait_until is not None:
             self.store.release(batch, wait_until, count_attempt=False)
             event(log, "reply.deferred", reason="rate_budget", until=int(wait_until), **who)
             return wait_until
-        result = self.sender.send(batch.user_id, text)
-        for window in result.windows:
-            self.store.observe_budget(window.name, window.remaining, window.reset_at)
+        result = self.sender.send(batch.user_id, text)  # never raises for X's or the network's failures
+        self.store.settle_send(batch.token, result.windows, self.clock())
         return self._record(batch, p, result, rotation, who)
 
     def _text(self, p: Plan, batch: Batch) -> tuple[str, tuple[int, int] | None]:

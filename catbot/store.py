@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 
 from catbot.events import IncomingDM
 from catbot.replies import Intent
+from catbot.xclient import RateWindow
 
 SEEN_RETENTION = 7 * 24 * 3600  # X replays at most 24 h back; keep ids well beyond that
 SENT_RETENTION = 2 * 3600  # the per-user cap looks back one hour
@@ -87,7 +88,9 @@ create table if not exists catbot_sent (
     for_user_id text not null, user_id text not null, sent_at real not null);
 create index if not exists catbot_sent_user on catbot_sent (for_user_id, user_id, sent_at);
 create table if not exists catbot_budget (
-    name text primary key, remaining integer not null, reset_at real not null);
+    name text primary key, remaining integer not null, reset_at real not null, lim integer);
+create table if not exists catbot_inflight (
+    token text primary key, until real not null);
 create table if not exists catbot_leases (
     name text primary key, holder text not null, until real not null);
 create table if not exists catbot_marks (
@@ -250,25 +253,29 @@ class SqliteStore:
         return row[0][0]
 
     # -- X's rate budget, shared by every consumer -----------------------------------------------
-    def reserve_send(self, now: float) -> float | None:
-        """Take one send from the budget. None: go ahead. A number: wait until then."""
-        with self._tx() as db:
-            rows = db.execute("select remaining, reset_at from catbot_budget where reset_at > ?", (now,)).fetchall()
-            blocked = [reset for remaining, reset in rows if remaining <= 0]
-            if blocked:
-                return max(blocked)
-            db.execute("update catbot_budget set remaining = remaining - 1 where reset_at > ?", (now,))
-        return None
+    def reserve_send(self, now: float, token: str, hold: float) -> float | None:
+        """Reserve one send. None: go ahead. A number: nobody may send before then.
 
-    def observe_budget(self, name: str, remaining: int, reset_at: float) -> None:
-        """Record what X's ``x-rate-limit-*`` headers said. Within one window the lower count
-        wins, because sends still in flight were already taken off ours."""
+        See :func:`budget_verdict` for the rule; the reservation lapses after ``hold`` seconds
+        if its holder dies before :meth:`settle_send`."""
         with self._tx() as db:
-            row = db.execute("select remaining, reset_at from catbot_budget where name = ?", (name,)).fetchone()
-            if row is not None and abs(row[1] - reset_at) < 2:
-                remaining = min(remaining, row[0])
-            db.execute("insert or replace into catbot_budget (name, remaining, reset_at) values (?, ?, ?)",
-                       (name, remaining, reset_at))
+            db.execute("delete from catbot_inflight where until <= ?", (now,))
+            (inflight,) = db.execute("select count(*) from catbot_inflight").fetchone()
+            windows = db.execute("select remaining, reset_at, lim from catbot_budget").fetchall()
+            wait = budget_verdict(windows, inflight, now)
+            if wait is None:
+                db.execute("insert or replace into catbot_inflight (token, until) values (?, ?)", (token, now + hold))
+        return wait
+
+    def settle_send(self, token: str, windows: Sequence[RateWindow], now: float) -> None:
+        """The send is over: drop its reservation and keep what X's headers said."""
+        with self._tx() as db:
+            db.execute("delete from catbot_inflight where token = ?", (token,))
+            for w in windows:
+                db.execute("insert into catbot_budget (name, remaining, reset_at, lim) values (?, ?, ?, ?)"
+                           " on conflict (name) do update set remaining = excluded.remaining,"
+                           " reset_at = excluded.reset_at, lim = coalesce(excluded.lim, lim)",
+                           (w.name, w.remaining, w.reset_at, w.limit))
 
     # -- coordination between processes ----------------------------------------------------------
     def try_lease(self, name: str, seconds: float, now: float) -> bool:
@@ -302,6 +309,30 @@ class SqliteStore:
             db.execute("delete from catbot_sent where sent_at < ?", (now - SENT_RETENTION,))
 
 
+def budget_verdict(windows: Sequence[tuple[int, float, int | None]], inflight: int, now: float) -> float | None:
+    """Whether one more send fits X's rate windows: None if it does, else when to look again.
+
+    ``windows`` are (remaining, reset_at, limit) as X last reported them; ``inflight`` counts the
+    sends reserved and not yet answered. X's count may or may not include those, so they are
+    subtracted again: the bot may leave a slot unused, but never knowingly exceeds a limit.
+    Before X has reported any window, one send at a time probes it. After a reset, the window's
+    last known limit applies.
+    """
+    if not windows:
+        return None if inflight == 0 else now + 1.0
+    waits = []
+    for remaining, reset_at, limit in windows:
+        if reset_at > now:
+            if remaining - inflight <= 0:
+                waits.append(reset_at if inflight == 0 or remaining <= 0 else now + 1.0)
+        elif limit is None:
+            if inflight > 0:
+                waits.append(now + 1.0)
+        elif limit - inflight <= 0:
+            waits.append(now + 1.0)
+    return max(waits) if waits else None
+
+
 def _rollback(db: sqlite3.Connection) -> None:
     try:
         db.execute("rollback")
@@ -325,7 +356,8 @@ def open_store(settings):
 #   delayed                   zset of users claimed or waiting to retry, score = when claimable
 #   user:<for_user>:<user>    hash: opted_out, attempts, fact_seed, fact_pos, token
 #   sent:<for_user>:<user>    zset of send times (per-user cap), expires
-#   budget:<name>             hash: remaining, reset_at
+#   budget:<name>, budgets    hash: remaining, reset_at, limit; the set of known names
+#   inflight                  zset of reserved sends, score = when the reservation lapses
 #   pending, seq              counters; lease:<name>, mark:<name> for coordination
 
 _RECORD = """
@@ -418,30 +450,17 @@ redis.call('ZADD', 'catbot:delayed', ARGV[3], key)
 return 1
 """
 
-_RESERVE = """
-local now, blocked = tonumber(ARGV[1]), nil
-for i = 2, #ARGV do
-  local v = redis.call('HMGET', 'catbot:budget:'..ARGV[i], 'remaining', 'reset_at')
-  if v[2] and tonumber(v[2]) > now and tonumber(v[1]) <= 0 then
-    if not blocked or tonumber(v[2]) > blocked then blocked = tonumber(v[2]) end
-  end
-end
-if blocked then return tostring(blocked) end
-for i = 2, #ARGV do
+_SETTLE = """
+redis.call('ZREM', 'catbot:inflight', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', 'catbot:inflight', '-inf', ARGV[#ARGV])
+for i = 2, #ARGV - 1, 4 do
   local k = 'catbot:budget:'..ARGV[i]
-  local reset = redis.call('HGET', k, 'reset_at')
-  if reset and tonumber(reset) > now then redis.call('HINCRBY', k, 'remaining', -1) end
+  redis.call('SADD', 'catbot:budgets', ARGV[i])
+  redis.call('HSET', k, 'remaining', ARGV[i+1], 'reset_at', ARGV[i+2])
+  if ARGV[i+3] ~= '' then redis.call('HSET', k, 'limit', ARGV[i+3]) end
+  redis.call('EXPIRE', k, 2 * 86400)
 end
-return false
-"""
-
-_OBSERVE = """
-local k = 'catbot:budget:'..ARGV[1]
-local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
-local v = redis.call('HMGET', k, 'remaining', 'reset_at')
-if v[2] and math.abs(tonumber(v[2]) - reset) < 2 then remaining = math.min(remaining, tonumber(v[1])) end
-redis.call('HSET', k, 'remaining', remaining, 'reset_at', ARGV[3])
-redis.call('EXPIRE', k, 2 * 86400)
+redis.call('INCR', 'catbot:budgets:version')
 return 1
 """
 
@@ -450,9 +469,6 @@ local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1])
 return old
 """
-
-BUDGET_NAMES = ("dm", "user_24h", "app_24h")
-
 
 class RedisStore:
     """All of the bot's state in Redis, for several web and worker processes (``REDIS_URL``)."""
@@ -470,7 +486,7 @@ class RedisStore:
         self.client = client or redis.Redis.from_url(url, **options)
         self._scripts = {name: self.client.register_script(src) for name, src in (
             ("record", _RECORD), ("claim", _CLAIM), ("complete", _COMPLETE), ("release", _RELEASE),
-            ("reserve", _RESERVE), ("observe", _OBSERVE), ("mark", _MARK))}
+            ("settle", _SETTLE), ("mark", _MARK))}
 
     def _run(self, name: str, args: Sequence[object] = (), keys: Sequence[str] = ()):
         try:
@@ -527,12 +543,31 @@ class RedisStore:
         first = self._do(self.client.zrange, "catbot:delayed", 0, 0, False, True)
         return float(first[0][1]) if first else None
 
-    def reserve_send(self, now: float) -> float | None:
-        blocked = self._run("reserve", [now, *BUDGET_NAMES])
-        return float(blocked) if blocked else None
+    def reserve_send(self, now: float, token: str, hold: float) -> float | None:
+        """As :meth:`SqliteStore.reserve_send`, with the same rule (:func:`budget_verdict`): read
+        under WATCH, decide, reserve in MULTI; a concurrent reservation or settlement makes
+        Redis refuse the EXEC and redis-py decide again."""
+        def decide(pipe) -> float | None:
+            inflight = pipe.zcount("catbot:inflight", f"({now}", "+inf")
+            windows = []
+            for name in pipe.smembers("catbot:budgets"):
+                remaining, reset_at, limit = pipe.hmget(b"catbot:budget:" + name, "remaining", "reset_at", "limit")
+                if remaining is not None:
+                    windows.append((int(remaining), float(reset_at), None if limit is None else int(limit)))
+            wait = budget_verdict(windows, inflight, now)
+            if wait is None:
+                pipe.multi()
+                pipe.zadd("catbot:inflight", {token: now + hold})
+            return wait
 
-    def observe_budget(self, name: str, remaining: int, reset_at: float) -> None:
-        self._run("observe", [name, remaining, reset_at])
+        return self._do(lambda: self.client.transaction(decide, "catbot:inflight", "catbot:budgets:version",
+                                                        value_from_callable=True))
+
+    def settle_send(self, token: str, windows: Sequence[RateWindow], now: float) -> None:
+        args: list[object] = [token]
+        for w in windows:
+            args += [w.name, w.remaining, w.reset_at, "" if w.limit is None else w.limit]
+        self._run("settle", args + [now])
 
     def try_lease(self, name: str, seconds: float, now: float) -> bool:
         return bool(self._do(lambda: self.client.set(f"catbot:lease:{name}", os.getpid(), nx=True,

@@ -86,6 +86,7 @@ class RateWindow:
     name: str
     remaining: int
     reset_at: float
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,12 @@ def rate_windows(headers: object, now: float) -> tuple[RateWindow, ...]:
             reset = float(headers.get(f"{prefix}-reset"))  # type: ignore[attr-defined]
         except (TypeError, ValueError):
             continue
+        try:
+            limit = int(headers.get(f"{prefix}-limit"))  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            limit = None
         if reset > now - 1:
-            windows.append(RateWindow(name, remaining, reset))
+            windows.append(RateWindow(name, max(0, remaining), reset, limit))
     return tuple(windows)
 
 
@@ -136,7 +141,8 @@ class XSender:
             windows = rate_windows(exc.response.headers, now)
             retry_at = exc.reset_time if exc.reset_time and exc.reset_time > now else None
             retry_at = float(retry_at) if retry_at else now + DEFAULT_RETRY_AFTER
-            windows = tuple(w for w in windows if w.name != "dm") + (RateWindow("dm", 0, retry_at),)
+            limit = next((w.limit for w in windows if w.name == "dm"), None)
+            windows = tuple(w for w in windows if w.name != "dm") + (RateWindow("dm", 0, retry_at, limit),)
             return SendResult("rate_limited", 429, _x_message(exc), retry_at, windows)
         except tweepy.TwitterServerError as exc:
             return SendResult("retry", exc.response.status_code, _x_message(exc))

@@ -7,7 +7,8 @@ import pytest
 
 from catbot.events import IncomingDM
 from catbot.replies import Intent
-from catbot.store import Completion, RedisStore, SqliteStore
+from catbot.store import Completion, RedisStore, SqliteStore, budget_verdict
+from catbot.xclient import RateWindow
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -65,11 +66,35 @@ def test_records_are_durable_across_connections(opener):
 
 def test_budget_is_shared_and_respected(opener):
     a, b = opener(), opener()
-    a.observe_budget("dm", remaining=2, reset_at=2000.0)
-    assert a.reserve_send(1000.0) is None
-    assert b.reserve_send(1000.0) is None
-    assert a.reserve_send(1000.0) == 2000.0  # spent: wait for the reset
-    assert b.reserve_send(2001.0) is None  # a new window
+    assert a.reserve_send(1000.0, "t1", 30) is None  # nothing known yet: one probe
+    assert b.reserve_send(1000.0, "t2", 30) == 1001.0  # the probe is in flight: wait
+    a.settle_send("t1", [RateWindow("dm", 2, 2000.0, 15)], 1000.5)
+    assert b.reserve_send(1000.5, "t2", 30) is None  # 2 left, none in flight
+    assert a.reserve_send(1000.5, "t3", 30) is None  # 2 left, 1 in flight
+    assert b.reserve_send(1000.5, "t4", 30) is not None  # 2 left, 2 in flight: no more
+    a.settle_send("t2", [RateWindow("dm", 1, 2000.0, 15)], 1001.0)
+    b.settle_send("t3", [RateWindow("dm", 0, 2000.0, 15)], 1001.0)
+    assert b.reserve_send(1001.0, "t4", 30) == 2000.0  # spent: wait for the reset
+    assert b.reserve_send(2001.0, "t4", 30) is None  # a new window: the known limit applies
+
+
+def test_a_dead_senders_reservation_lapses(opener):
+    a, b = opener(), opener()
+    assert a.reserve_send(1000.0, "dies", hold=5) is None  # never settled
+    assert b.reserve_send(1002.0, "t2", 30) == 1003.0
+    assert b.reserve_send(1006.0, "t2", 30) is None
+
+
+def test_budget_verdict_rule():
+    now = 1000.0
+    assert budget_verdict([], 0, now) is None
+    assert budget_verdict([], 1, now) == now + 1
+    assert budget_verdict([(3, 1900.0, 15)], 2, now) is None
+    assert budget_verdict([(3, 1900.0, 15)], 3, now) == now + 1  # in flight may free up slots
+    assert budget_verdict([(0, 1900.0, 15)], 0, now) == 1900.0
+    assert budget_verdict([(5, 1900.0, 15), (0, 90000.0, 1440)], 0, now) == 90000.0  # the 24 h window
+    assert budget_verdict([(0, 900.0, 15)], 14, now) is None  # reset passed: 15 - 14 in flight
+    assert budget_verdict([(0, 900.0, 15)], 15, now) == now + 1
 
 
 def test_messages_arriving_during_a_send_are_absorbed_up_to_the_next_command(opener):
