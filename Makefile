@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 ## test: the whole suite (installs what it needs, Python packages and OS packages)
 test: $(STAMP)
-	scripts/ensure-os-packages
+	scripts/ensure-os-packages redis-server
 	$(PY) -m pytest
 
 ## demo: the whole bot offline: X emulator + gunicorn app:app + register_webhook.py setup + a chat

@@ -25,7 +25,7 @@ def bot_env(settings, **extra: str) -> dict[str, str]:
     """The environment that makes ``api_config.load_settings`` produce ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUMER_", "ACCESS_TOKEN", "X_API",
                                                                      "CATFACTS", "REDIS", "SQLITE"))}
-    env.update(CONSUMER_KEY=settings.consumer_key, CONSUMER_SECRET=settings.consumer_secret,
+    env.update(REDIS_URL=settings.redis_url, CONSUMER_KEY=settings.consumer_key, CONSUMER_SECRET=settings.consumer_secret,
                ACCESS_TOKEN=settings.access_token, ACCESS_TOKEN_SECRET=settings.access_token_secret,
                X_API_BASE_URL=settings.x_api_base_url, CATFACTS_API_URL=settings.catfacts_api_url,
                SQLITE_PATH=settings.sqlite_path, X_TIMEOUT=str(settings.x_timeout),
@@ -34,37 +34,20 @@ def bot_env(settings, **extra: str) -> dict[str, str]:
     return env
 
 
-class Gunicorn:
-    """``gunicorn app:app`` from the repository root, as the Procfile runs it."""
+class Process:
+    """A bot process in its own process group, with its output in a log file."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, log_path: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path | None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{self.port}", "-w", str(workers)],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_healthy()
-
-    def wait_healthy(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("gunicorn did not become healthy: " + self.log())
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: master, workers, consumers. Nothing gets to clean up."""
+        """SIGKILL the whole process group. Nothing gets to clean up."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
@@ -80,3 +63,34 @@ class Gunicorn:
                 self.kill()
         if self._log is not subprocess.DEVNULL:
             self._log.close()
+
+
+class Worker(Process):
+    """``python -m catbot.worker``, the Procfile's worker line."""
+
+    def __init__(self, env: dict[str, str], log_path: Path | None = None) -> None:
+        super().__init__([sys.executable, "-m", "catbot.worker"], env, log_path)
+
+
+class Gunicorn(Process):
+    """``gunicorn app:app`` from the repository root, as the Procfile runs it."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([str(VENV_BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{self.port}", "-w", str(workers)],
+                         env, log_path)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}: {self.log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not become healthy: " + self.log())

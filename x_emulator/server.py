@@ -98,6 +98,7 @@ class XEmulator:
         self.subscriptions: dict[str, set[str]] = {}
         self.delivered: list[tuple[float, dict[str, Any]]] = []  # for replay
         self.crc_checks = 0
+        self.dm_attempts = 0  # DM sends received, counted before any latency or refusal
         self._window_start = time.time()
         self._window_count = 0
         self._ids = itertools.count(1_800_000_000_000_000_001 + secrets.randbelow(10**12))
@@ -262,6 +263,8 @@ class XEmulator:
 
         @app.post(DM_PATH)
         def create_dm(participant_id: str):
+            with em._lock:
+                em.dm_attempts += 1
             reason = em._user_auth_error()
             if reason:
                 em._note_rejected(participant_id, 401, reason)
