@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_ID = re.compile(r"^[0-9]{1,25}$")
+_ID = re.compile(r"[0-9]{1,25}")  # X's ids are decimal strings; used with fullmatch
 MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it.
 
 
@@ -47,9 +47,8 @@ def is_own_message(for_user_id: str, sender_id: str) -> bool:
 
 
 def _id(value: Any) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        value = str(value)
-    return value if isinstance(value, str) and _ID.match(value) else None
+    """An id as X sends it (a string of ASCII digits), else None."""
+    return value if isinstance(value, str) and _ID.fullmatch(value) else None
 
 
 def _timestamp(value: Any) -> int:

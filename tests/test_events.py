@@ -63,7 +63,7 @@ def test_non_message_events_in_the_list_are_skipped():
 
 
 def test_ids_must_be_numeric_strings():
-    for bad in ["", "abc", "1" * 40, None, True, 1.5, ["1"]]:
+    for bad in ["", "abc", "1" * 40, None, True, 1.5, ["1"], 18, "18\n", "١٢٣", " 18"]:
         event = dm()
         event["id"] = bad
         assert parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [event]}).messages == []
