@@ -83,7 +83,9 @@ create table if not exists catbot_users (
     claimed_until real not null default 0, claim_token text,
     not_before real not null default 0, attempts integer not null default 0,
     fact_seed integer not null, fact_pos integer not null default 0,
+    queue_pos integer,  -- place in line while messages wait (null: nothing waiting)
     primary key (for_user_id, user_id)) without rowid;
+create index if not exists catbot_users_queue on catbot_users (queue_pos) where queue_pos is not null;
 create table if not exists catbot_sent (
     for_user_id text not null, user_id text not null, sent_at real not null);
 create index if not exists catbot_sent_user on catbot_sent (for_user_id, user_id, sent_at);
@@ -172,28 +174,29 @@ class SqliteStore:
                 if intent is Intent.IGNORE:
                     ignored += 1
                     continue
-                db.execute(
+                seq = db.execute(
                     "insert into catbot_inbox (for_user_id, user_id, event_id, intent, created_ms, received_at)"
                     " values (?, ?, ?, ?, ?, ?)",
-                    (dm.for_user_id, dm.sender_id, dm.event_id, intent.value, dm.created_ms, now))
+                    (dm.for_user_id, dm.sender_id, dm.event_id, intent.value, dm.created_ms, now)).lastrowid
                 db.execute(
                     "insert or ignore into catbot_users (for_user_id, user_id, fact_seed) values (?, ?, ?)",
                     (dm.for_user_id, dm.sender_id, random.getrandbits(31)))
+                db.execute("update catbot_users set queue_pos = coalesce(queue_pos, ?)"
+                           " where for_user_id = ? and user_id = ?", (seq, dm.for_user_id, dm.sender_id))
                 new += 1
         return RecordResult(new=new, duplicates=duplicates, ignored=ignored)
 
     # -- the reply job's side -----------------------------------------------------------------
     def claim_next(self, now: float, lease: float) -> Batch | None:
-        """Take the user whose oldest pending message is oldest (fair under backlog)."""
+        """Take the first user in line: line order is arrival of a user's first waiting
+        message, and a user answered with more still waiting goes to the back (round-robin)."""
         with self._tx() as db:
             row = db.execute(
-                "select i.for_user_id, i.user_id, min(i.seq) as first from catbot_inbox i"
-                " join catbot_users u on u.for_user_id = i.for_user_id and u.user_id = i.user_id"
-                " where u.claimed_until <= ? and u.not_before <= ?"
-                " group by i.for_user_id, i.user_id order by first limit 1", (now, now)).fetchone()
+                "select for_user_id, user_id from catbot_users where queue_pos is not null"
+                " and claimed_until <= ? and not_before <= ? order by queue_pos limit 1", (now, now)).fetchone()
             if row is None:
                 return None
-            for_user_id, user_id, _ = row
+            for_user_id, user_id = row
             token = uuid.uuid4().hex
             db.execute("update catbot_users set claimed_until = ?, claim_token = ?"
                        " where for_user_id = ? and user_id = ?", (now + lease, token, for_user_id, user_id))
@@ -224,7 +227,13 @@ class SqliteStore:
                         break
                     db.execute("delete from catbot_inbox where seq = ?", (seq,))
             rotation = "" if done.fact_seed is None else ", fact_seed = :seed, fact_pos = :pos"
-            release = ", claimed_until = 0, claim_token = null, not_before = 0, attempts = 0" if ours else ""
+            release = ""
+            if ours:
+                left = db.execute("select 1 from catbot_inbox where for_user_id = ? and user_id = ? limit 1",
+                                  (batch.for_user_id, batch.user_id)).fetchone()
+                back_of_line = db.execute("select max(seq) from catbot_inbox").fetchone()[0] if left else None
+                release = (", claimed_until = 0, claim_token = null, not_before = 0, attempts = 0,"
+                           f" queue_pos = {int(back_of_line) if back_of_line is not None else 'null'}")
             db.execute(f"update catbot_users set opted_out = :out{rotation}{release}"
                        " where for_user_id = :f and user_id = :u",
                        {"out": int(done.opted_out), "seed": done.fact_seed, "pos": done.fact_pos,
@@ -247,9 +256,7 @@ class SqliteStore:
 
     def next_due(self, now: float) -> float | None:
         """When the earliest pending batch can be claimed (``now`` or earlier if one is due)."""
-        row = self._read("select min(max(u.claimed_until, u.not_before)) from catbot_users u"
-                         " where exists (select 1 from catbot_inbox i where i.for_user_id = u.for_user_id"
-                         " and i.user_id = u.user_id)")
+        row = self._read("select min(max(claimed_until, not_before)) from catbot_users where queue_pos is not null")
         return row[0][0]
 
     # -- X's rate budget, shared by every consumer -----------------------------------------------
@@ -352,7 +359,8 @@ def open_store(settings):
 # like the SQLite transactions above. Keys (prefix catbot:):
 #   seen:<for_user>:<event>   "1" with a TTL of SEEN_RETENTION (de-duplication)
 #   inbox:<for_user>:<user>   list of JSON [seq, event id, intent, created_ms], arrival order
-#   ready                     zset of users with pending messages, score = oldest message's seq
+#   ready                     zset of users in line; score = seq of their first waiting message,
+#                             or the newest seq when re-queued after a reply (round-robin)
 #   delayed                   zset of users claimed or waiting to retry, score = when claimable
 #   user:<for_user>:<user>    hash: opted_out, attempts, fact_seed, fact_pos, token
 #   sent:<for_user>:<user>    zset of send times (per-user cap), expires
@@ -432,8 +440,9 @@ if ours then
   redis.call('HDEL', ukey, 'token')
   redis.call('HSET', ukey, 'attempts', 0)
   redis.call('ZREM', 'catbot:delayed', key)
-  local head = redis.call('LINDEX', ikey, 0)
-  if head then redis.call('ZADD', 'catbot:ready', cjson.decode(head)[1], key) end
+  if redis.call('LLEN', ikey) > 0 then  -- more waiting: back of the line (round-robin)
+    redis.call('ZADD', 'catbot:ready', redis.call('GET', 'catbot:seq'), key)
+  end
   return 1
 end
 return 0

@@ -134,3 +134,14 @@ def test_prune_forgets_old_ids_only(tmp_path):
     store.prune(1000.0 + 8 * 86400)
     assert store.record([(dm("1"), Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 0
     assert store.record([(dm("2"), Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 1
+
+
+def test_a_user_answered_with_more_waiting_goes_to_the_back_of_the_line(opener):
+    store = opener()
+    store.record([(dm("1", "3001"), Intent.FACT), (dm("2", "3002"), Intent.FACT)], 1000.0)
+    first = store.claim_next(1000.0, lease=60)
+    assert first.user_id == "3001"
+    store.record([(dm("3", "3001"), Intent.HELP)], 1000.5)  # while 3001's reply is in flight
+    store.complete(first, Completion(opted_out=False, sent=True), 1001.0)
+    store.record([(dm("4", "3003"), Intent.FACT)], 1001.5)
+    assert [store.claim_next(1002.0, 60).user_id for _ in range(2)] == ["3002", "3001"]
