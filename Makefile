@@ -24,6 +24,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+## bench: the figures in docs/performance.md (about 3 minutes, loopback only; installs wrk)
+bench: $(STAMP)
+	scripts/ensure-os-packages wrk
+	$(PY) bench/run.py
+
 ## run: the bot as production runs it (settings from the environment or .env)
 run: $(STAMP)
 	$(VENV)/bin/gunicorn app:app

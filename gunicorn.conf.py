@@ -19,6 +19,8 @@ def on_starting(server):
 
     from api_config import SettingsError, load_settings
 
+    if getattr(server.app, "app_uri", "app:app") != "app:app":  # another app under this config
+        return
     try:
         load_settings()
     except SettingsError as exc:
@@ -26,13 +28,18 @@ def on_starting(server):
         sys.exit(1)
 
 
+def _runtime(worker):
+    """The bot's runtime, or None for another app under this config (the benchmark baseline)."""
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("catbot")
+
+
 def post_worker_init(worker):
-    runtime = worker.wsgi.extensions["catbot"]
-    if runtime.settings.embedded_consumer:
+    runtime = _runtime(worker)
+    if runtime is not None and runtime.settings.embedded_consumer:
         runtime.queue.start_consumer()
 
 
 def worker_exit(server, worker):
-    runtime = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("catbot")
+    runtime = _runtime(worker)
     if runtime is not None:
         runtime.queue.stop_consumer()

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from flask import Flask, jsonify
+from flask import Flask
 from werkzeug.serving import make_server
 
 from catbot.security import sign
 from catbot.settings import Settings
 from catbot.web import create_app
 from x_emulator import Credentials, XEmulator
+from x_emulator.facts import FactsAPIStub
 
 PAYLOADS = Path(__file__).parent / "payloads"
 BOT_ID = "2000000001"
@@ -60,37 +61,6 @@ class ServerThread:
         self.server.server_close()
 
 
-class FakeFactsAPI:
-    """catfact.ninja's /fact on loopback, with a switchable mode: ok, down, slow, garbage, limited."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.calls: list[dict] = []
-        self.counter = 0
-        app = Flask("fake_facts")
-
-        @app.get("/fact")
-        def fact():
-            from flask import request
-            self.calls.append(dict(request.args))
-            if self.mode == "down":
-                return "oops", 500
-            if self.mode == "limited":
-                return jsonify(message="Too Many Attempts."), 429
-            if self.mode == "slow":
-                time.sleep(3)
-            if self.mode == "garbage":
-                return "<html>not json</html>", 200
-            if self.mode == "wrong_shape":
-                return jsonify(data=["no fact here"])
-            self.counter += 1
-            text = f"API fact number {self.counter}: cats are great."
-            return jsonify(fact=text, length=len(text))
-
-        self.server = ServerThread(app)
-        self.url = self.server.url + "/fact"
-
-
 @pytest.fixture
 def emulator():
     em = XEmulator(CREDS).start()
@@ -100,9 +70,9 @@ def emulator():
 
 @pytest.fixture
 def facts_api():
-    api = FakeFactsAPI()
+    api = FactsAPIStub()
     yield api
-    api.server.stop()
+    api.stop()
 
 
 @pytest.fixture
