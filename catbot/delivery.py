@@ -51,10 +51,21 @@ class Deliverer:
         """Deliver due replies until none is due, the budget is spent, or the pass is long."""
         result = PassResult()
         started = self.clock()
+        budget_wait = self.store.send_wait(started)
+        if budget_wait is not None:
+            # Nothing can be sent before then. The wake-up flag stays set, so new messages do not
+            # wake consumers for nothing; the task scheduled for then (or the sweep) clears it.
+            result.next_run_at = budget_wait
+            return result
+        self.store.take_wake()  # from here on, a new message enqueues a new wake-up
         while True:
             now = self.clock()
             if now - started > PASS_SECONDS:
                 result.more_now = True
+                return result
+            budget_wait = self.store.send_wait(now)
+            if budget_wait is not None:  # X's budget is spent: claim nothing, look again then
+                result.next_run_at = budget_wait
                 return result
             batch = self.store.claim_next(now, self.settings.reply_lease_seconds)
             if batch is None:
@@ -81,13 +92,13 @@ class Deliverer:
             self.store.complete(batch, Completion(opted_out=p.opted_out, sent=False), self.clock())
             event(log, "reply.capped", limit_per_hour=cap, **who)
             return None
-        text, rotation = self._text(p, batch)
-        hold = self.settings.x_timeout + 5  # a reservation lapses if this process dies mid-send
+        hold = self.settings.x_timeout + self.settings.catfacts_timeout + 5  # lapses if this process dies
         wait_until = self.store.reserve_send(self.clock(), batch.token, hold)
         if wait_until is not None:
             self.store.release(batch, wait_until, count_attempt=False)
             event(log, "reply.deferred", reason="rate_budget", until=int(wait_until), **who)
             return wait_until
+        text, rotation = self._text(p, batch)
         result = self.sender.send(batch.user_id, text)  # never raises for X's or the network's failures
         self.store.settle_send(batch.token, result.windows, self.clock())
         return self._record(batch, p, result, rotation, who)

@@ -33,7 +33,7 @@ class Runtime:
         trigger = self.settings.trigger_regex
         items = [(dm, classify(dm.text, trigger)) for dm in messages]
         result = self.store.record(items, self.clock())
-        if result.new:
+        if result.wake:  # only when no wake-up is pending already: one per pass, not per DM
             self.queue.wake()
         return result
 
@@ -45,7 +45,11 @@ class Runtime:
             return
         self.store.mark("alive", now)
         self.store.prune(now)
+        self.store.take_wake()  # a wake-up lost with a crashed consumer must not block later ones
         due = self.store.next_due(now)
+        budget_wait = self.store.send_wait(now)
+        if due is not None and budget_wait is not None:
+            due = max(due, budget_wait)
         if due is not None:
             if due <= now:
                 self.queue.wake()

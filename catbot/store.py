@@ -38,6 +38,7 @@ class RecordResult:
     new: int  # messages that now wait for a reply
     duplicates: int  # events seen before (redelivery, replay)
     ignored: int  # new events that need no reply (TRIGGER_PATTERN did not match)
+    wake: bool = False  # no wake-up was pending: the caller should enqueue one
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ create table if not exists catbot_leases (
     name text primary key, holder text not null, until real not null);
 create table if not exists catbot_marks (
     name text primary key, at real not null);
+create table if not exists catbot_flags (
+    name text primary key, value integer not null);
+insert or ignore into catbot_flags (name, value) values ('wake', 0);
 """
 
 
@@ -179,12 +183,22 @@ class SqliteStore:
                     " values (?, ?, ?, ?, ?, ?)",
                     (dm.for_user_id, dm.sender_id, dm.event_id, intent.value, dm.created_ms, now)).lastrowid
                 db.execute(
-                    "insert or ignore into catbot_users (for_user_id, user_id, fact_seed) values (?, ?, ?)",
-                    (dm.for_user_id, dm.sender_id, random.getrandbits(31)))
-                db.execute("update catbot_users set queue_pos = coalesce(queue_pos, ?)"
-                           " where for_user_id = ? and user_id = ?", (seq, dm.for_user_id, dm.sender_id))
+                    "insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos) values (?, ?, ?, ?)"
+                    " on conflict (for_user_id, user_id) do update set queue_pos = coalesce(queue_pos, excluded.queue_pos)",
+                    (dm.for_user_id, dm.sender_id, random.getrandbits(31), seq))
                 new += 1
-        return RecordResult(new=new, duplicates=duplicates, ignored=ignored)
+            wake = new > 0 and db.execute("update catbot_flags set value = 1 where name = 'wake' and value = 0"
+                                          ).rowcount == 1
+        return RecordResult(new=new, duplicates=duplicates, ignored=ignored, wake=wake)
+
+    def take_wake(self) -> None:
+        """A consumer is about to look for work: the next record must enqueue a wake-up again.
+
+        Between the record that set the flag and this call, every record sees it set and skips
+        the enqueue; the pass that follows this call sees their messages. So one wake-up per pass
+        instead of one per delivery, and nothing is missed."""
+        with self._tx() as db:
+            db.execute("update catbot_flags set value = 0 where name = 'wake'")
 
     # -- the reply job's side -----------------------------------------------------------------
     def claim_next(self, now: float, lease: float) -> Batch | None:
@@ -260,6 +274,11 @@ class SqliteStore:
         return row[0][0]
 
     # -- X's rate budget, shared by every consumer -----------------------------------------------
+    def send_wait(self, now: float) -> float | None:
+        """Read-only :func:`budget_verdict`: whether a send would fit now (None) or when to look again."""
+        inflight = self._read("select count(*) from catbot_inflight where until > ?", (now,))[0][0]
+        return budget_verdict(self._read("select remaining, reset_at, lim from catbot_budget"), inflight, now)
+
     def reserve_send(self, now: float, token: str, hold: float) -> float | None:
         """Reserve one send. None: go ahead. A number: nobody may send before then.
 
@@ -389,7 +408,9 @@ for i = 3, #ARGV, 6 do
     new = new + 1
   end
 end
-return {new, dup, ign}
+local wake = 0
+if new > 0 and redis.call('SET', 'catbot:wake', '1', 'NX') then wake = 1 end
+return {new, dup, ign, wake}
 """
 
 _CLAIM = """
@@ -518,8 +539,26 @@ class RedisStore:
             args += [dm.for_user_id, dm.event_id, dm.sender_id, intent.value, dm.created_ms, random.getrandbits(31)]
         if not items:
             return RecordResult(0, 0, 0)
-        new, duplicates, ignored = self._run("record", args)
-        return RecordResult(new=int(new), duplicates=int(duplicates), ignored=int(ignored))
+        new, duplicates, ignored, wake = self._run("record", args)
+        return RecordResult(new=int(new), duplicates=int(duplicates), ignored=int(ignored), wake=bool(wake))
+
+    def take_wake(self) -> None:
+        """See :meth:`SqliteStore.take_wake`."""
+        self._do(self.client.delete, "catbot:wake")
+
+    def _budget(self, pipe, now: float) -> tuple[list[tuple[int, float, int | None]], int]:
+        inflight = pipe.zcount("catbot:inflight", f"({now}", "+inf")
+        windows = []
+        for name in pipe.smembers("catbot:budgets"):
+            remaining, reset_at, limit = pipe.hmget(b"catbot:budget:" + name, "remaining", "reset_at", "limit")
+            if remaining is not None:
+                windows.append((int(remaining), float(reset_at), None if limit is None else int(limit)))
+        return windows, inflight
+
+    def send_wait(self, now: float) -> float | None:
+        """Read-only :func:`budget_verdict` (see :meth:`SqliteStore.send_wait`)."""
+        windows, inflight = self._do(self._budget, self.client, now)
+        return budget_verdict(windows, inflight, now)
 
     def claim_next(self, now: float, lease: float) -> Batch | None:
         token = uuid.uuid4().hex
@@ -557,13 +596,7 @@ class RedisStore:
         under WATCH, decide, reserve in MULTI; a concurrent reservation or settlement makes
         Redis refuse the EXEC and redis-py decide again."""
         def decide(pipe) -> float | None:
-            inflight = pipe.zcount("catbot:inflight", f"({now}", "+inf")
-            windows = []
-            for name in pipe.smembers("catbot:budgets"):
-                remaining, reset_at, limit = pipe.hmget(b"catbot:budget:" + name, "remaining", "reset_at", "limit")
-                if remaining is not None:
-                    windows.append((int(remaining), float(reset_at), None if limit is None else int(limit)))
-            wait = budget_verdict(windows, inflight, now)
+            wait = budget_verdict(*self._budget(pipe, now), now)
             if wait is None:
                 pipe.multi()
                 pipe.zadd("catbot:inflight", {token: now + hold})

@@ -145,3 +145,12 @@ def test_a_user_answered_with_more_waiting_goes_to_the_back_of_the_line(opener):
     store.complete(first, Completion(opted_out=False, sent=True), 1001.0)
     store.record([(dm("4", "3003"), Intent.FACT)], 1001.5)
     assert [store.claim_next(1002.0, 60).user_id for _ in range(2)] == ["3002", "3001"]
+
+
+def test_one_wake_up_per_pass_not_per_message(opener):
+    store = opener()
+    assert store.record([(dm("1"), Intent.FACT)], 1000.0).wake is True
+    assert store.record([(dm("2", "3003"), Intent.FACT)], 1000.1).wake is False  # one is pending already
+    assert store.record([(dm("2", "3003"), Intent.FACT)], 1000.1).wake is False  # a duplicate never wakes
+    store.take_wake()  # a consumer starts its pass
+    assert store.record([(dm("3", "3004"), Intent.FACT)], 1000.2).wake is True
