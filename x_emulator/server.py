@@ -72,6 +72,10 @@ class Webhook:
     created_at: str
 
 
+def _unknown_webhook():
+    return _problem(400, "Invalid Request", "Webhook id is not valid.", "WebhookIdInvalid")
+
+
 def _problem(status: int, title: str, detail: str, reason: str | None = None):
     body: dict[str, Any] = {"title": title, "detail": detail, "type": "about:blank", "status": status}
     if reason:
@@ -249,6 +253,11 @@ class XEmulator:
                              self.creds.consumer_key, self.creds.consumer_secret,
                              self.creds.access_token, self.creds.access_token_secret)
 
+    def _refuse_unless_user(self):
+        """None when the request is signed as the bot account (OAuth 1.0a), else X's 401."""
+        reason = self._user_auth_error()
+        return _problem(401, "Unauthorized", f"Unauthorized ({reason})") if reason else None
+
     def _authorized(self, *, bearer: bool, user: bool) -> bool:
         header = request.headers.get("Authorization", "")
         if bearer and header == f"Bearer {self.creds.bearer_token}":
@@ -356,7 +365,7 @@ class XEmulator:
                 return _problem(401, "Unauthorized", "Unauthorized")
             webhook = em.webhooks.get(webhook_id)
             if webhook is None:
-                return _problem(400, "Invalid Request", "Webhook id is not valid.", "WebhookIdInvalid")
+                return _unknown_webhook()
             crc_problem = em._crc(webhook.url)
             webhook.valid = crc_problem is None
             if crc_problem:
@@ -369,7 +378,7 @@ class XEmulator:
                 return _problem(401, "Unauthorized", "Unauthorized")
             with em._lock:
                 if em.webhooks.pop(webhook_id, None) is None:
-                    return _problem(400, "Invalid Request", "Webhook id is not valid.", "WebhookIdInvalid")
+                    return _unknown_webhook()
                 em.subscriptions.pop(webhook_id, None)
             return jsonify(data={"deleted": True})
 
@@ -377,12 +386,11 @@ class XEmulator:
 
         @app.post(subs + "/all")
         def subscribe(webhook_id: str):
-            reason = em._user_auth_error()
-            if reason:
-                return _problem(401, "Unauthorized", f"Unauthorized ({reason})")
+            if refused := em._refuse_unless_user():
+                return refused
             with em._lock:
                 if webhook_id not in em.webhooks:
-                    return _problem(400, "Invalid Request", "Webhook id is not valid.", "WebhookIdInvalid")
+                    return _unknown_webhook()
                 users = em.subscriptions.setdefault(webhook_id, set())
                 if em.creds.bot_user_id in users:
                     return _problem(400, "Invalid Request", "This user is already subscribed.",
@@ -392,12 +400,11 @@ class XEmulator:
 
         @app.get(subs + "/all")
         def check_subscription(webhook_id: str):
-            reason = em._user_auth_error()
-            if reason:
-                return _problem(401, "Unauthorized", f"Unauthorized ({reason})")
+            if refused := em._refuse_unless_user():
+                return refused
             with em._lock:
                 if webhook_id not in em.webhooks:
-                    return _problem(400, "Invalid Request", "Webhook id is not valid.", "WebhookIdInvalid")
+                    return _unknown_webhook()
                 subscribed = em.creds.bot_user_id in em.subscriptions.get(webhook_id, set())
             return jsonify(data={"subscribed": subscribed})
 
@@ -408,7 +415,7 @@ class XEmulator:
             with em._lock:
                 webhook = em.webhooks.get(webhook_id)
                 if webhook is None:
-                    return _problem(400, "Invalid Request", "Webhook id is not valid.", "WebhookIdInvalid")
+                    return _unknown_webhook()
                 users = sorted(em.subscriptions.get(webhook_id, set()))
             return jsonify(data={"webhook_id": webhook_id, "webhook_url": webhook.url, "application_id": "1",
                                  "subscriptions": [{"user_id": u} for u in users]})
@@ -440,7 +447,7 @@ class XEmulator:
             body = request.get_json(silent=True) or {}
             webhook = em.webhooks.get(str(body.get("webhook_id")))
             if webhook is None:
-                return _problem(400, "Invalid Request", "Webhook id is not valid.", "WebhookIdInvalid")
+                return _unknown_webhook()
             try:
                 start, end = (_parse_replay_date(body.get(k)) for k in ("from_date", "to_date"))
             except ValueError as exc:
