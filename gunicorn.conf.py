@@ -6,7 +6,10 @@ restart) lets the task in hand finish before the worker exits.
 """
 import os
 
-# Heroku sets PORT and WEB_CONCURRENCY; gunicorn already honours both. These are our defaults.
+# Heroku sets PORT (gunicorn binds 0.0.0.0:$PORT by itself) and WEB_CONCURRENCY by dyno size.
+# Without it: 2 sync workers, what make bench measured as best on a 2-core machine (4 was over
+# the memory target, gthread slower; docs/performance.md).
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 graceful_timeout = 25  # inside Heroku's 30 s between SIGTERM and SIGKILL
 timeout = 30
 accesslog = "-" if os.environ.get("ACCESS_LOG", "").lower() in {"1", "true", "yes"} else None
