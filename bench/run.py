@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -374,8 +375,8 @@ def main() -> int:
                                        "implies --no-write")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    for old in WORK.glob("*.sqlite3*"):
-        old.unlink()
+    for old in WORK.glob("*.sqlite3*"):  # databases, their WAL files and journal folders
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     import logging
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulator's request log is noise here
     emulator = XEmulator(CREDS, echo_outgoing=False).start()

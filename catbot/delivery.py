@@ -46,10 +46,12 @@ class Deliverer:
         self.sender = sender
         self.facts = facts
         self.clock = clock
+        self.ingest = lambda: None  # imports journaled deliveries first (set by the runtime)
 
     def run_pass(self) -> PassResult:
         """Deliver due replies until none is due, the budget is spent, or the pass is long."""
         result = PassResult()
+        self.ingest()
         started = self.clock()
         budget_wait = self.store.send_wait(started)
         if budget_wait is not None:

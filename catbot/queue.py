@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 from huey import RedisHuey, SqliteHuey, crontab
-from huey.consumer import Consumer
+from huey.consumer import Consumer, Worker
 from huey.storage import SqliteStorage
 
 from catbot.logs import event
@@ -59,7 +59,7 @@ class Queue:
 
     def __init__(self, huey, run_pass: Callable[[], object], sweep: Callable[[], None],
                  replay_missed: Callable[[float | None], None] | None = None,
-                 on_consumer_start: Callable[[], float | None] | None = None) -> None:
+                 on_consumer_start: Callable[[], float | None] | None = None, journal=None) -> None:
         self.huey = huey
         self._scheduled: set[int] = set()  # whole seconds a resume is already scheduled for
         self._lock = threading.Lock()
@@ -87,6 +87,7 @@ class Queue:
         self.sweep = sweep_task
         self.replay_missed = replay_task
         self._on_consumer_start = on_consumer_start
+        self._journal = journal
 
     def wake(self) -> bool:
         """Ask a consumer to deliver now. False if the queue could not take it (the sweep will)."""
@@ -114,9 +115,26 @@ class Queue:
         return self.huey.pending_count()
 
     # -- consumers --------------------------------------------------------------------------------
+    def _consumer_class(self, base: type[Consumer]) -> type[Consumer]:
+        """``base`` with workers that also run a pass when a webhook's journal grew: in the
+        embedded default, deliveries reach consumers through journals, not queued tasks."""
+        journal, deliver = self._journal, self.deliver_replies
+        if journal is None:
+            return base
+
+        class JournalWorker(Worker):
+            def loop(self, now=None):
+                if journal.has_news():
+                    self.delay = self.default_delay
+                    self.huey.execute(deliver.s(), now)
+                    return
+                super().loop(now)
+
+        return type("CatbotConsumer", (base,), {"worker_class": JournalWorker})
+
     def _consumer_options(self, workers: int) -> dict:
         return dict(workers=workers, worker_type="thread", periodic=True, initial_delay=0.02, backoff=1.3,
-                    max_delay=0.5, shutdown_timeout=20.0)
+                    max_delay=0.25, shutdown_timeout=20.0)
 
     def _starting(self) -> None:
         """Before consuming: note the start (and the downtime before it), pick up waiting work."""
@@ -127,8 +145,8 @@ class Queue:
     def start_consumer(self, workers: int = 1) -> EmbeddedConsumer:
         """A consumer in threads of this process (a gunicorn worker, a test)."""
         if self._consumer is None:
-            self._consumer = EmbeddedConsumer(self.huey, check_worker_health=False,
-                                              **self._consumer_options(workers))
+            self._consumer = self._consumer_class(EmbeddedConsumer)(self.huey, check_worker_health=False,
+                                                                    **self._consumer_options(workers))
             self._consumer.start()
             self._starting()
             event(log, "consumer.started", workers=workers, embedded=True)
@@ -136,7 +154,8 @@ class Queue:
 
     def run_consumer(self, workers: int) -> None:
         """A consumer as the whole process (``python -m catbot.worker``): SIGTERM is graceful."""
-        consumer = Consumer(self.huey, graceful_signal="TERM", **self._consumer_options(workers))
+        consumer = self._consumer_class(Consumer)(self.huey, graceful_signal="TERM",
+                                                  **self._consumer_options(workers))
         self._starting()
         event(log, "consumer.started", workers=workers, embedded=False)
         consumer.run()

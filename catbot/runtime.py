@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import catfacts
 from catbot.delivery import Deliverer
 from catbot.events import IncomingDM
+from catbot.journal import Journal
 from catbot.logs import event
 from catbot.queue import Queue, build_huey
 from catbot.replies import classify
@@ -26,21 +27,44 @@ class Runtime:
     queue: Queue
     deliverer: Deliverer
     clock: object = time.time
+    journal: Journal | None = None  # the embedded default's per-process journal; None on Redis
 
-    def accept(self, messages: list[IncomingDM]) -> RecordResult:
-        """Classify and durably record incoming DMs, then wake a consumer. Raises
-        ``StoreUnavailable`` when they could not be recorded (the webhook then answers 503)."""
+    def accept(self, messages: list[IncomingDM]) -> dict[str, int]:
+        """Classify and durably record incoming DMs; returns what to log.
+
+        Embedded default: one append to this process's journal (consumers import it). Redis: one
+        store call, then a wake-up if none is pending. Raises ``StoreUnavailable`` or
+        ``JournalUnavailable`` when they could not be recorded (the webhook answers 503)."""
         trigger = self.settings.trigger_regex
         items = [(dm, classify(dm.text, trigger)) for dm in messages]
+        if self.journal is not None:
+            self.journal.append(items, self.clock())
+            return {"journaled": len(items)}
         result = self.store.record(items, self.clock())
         if result.wake:  # only when no wake-up is pending already: one per pass, not per DM
             self.queue.wake()
-        return result
+        return {"new": result.new, "duplicates": result.duplicates, "ignored": result.ignored}
+
+    def ingest(self) -> None:
+        """Import what webhooks journaled into the store (no-op on Redis)."""
+        if self.journal is not None:
+            result = self.store.import_journal(self.journal)
+            if result.new or result.duplicates or result.ignored:
+                event(log, "delivery.recorded", new=result.new, duplicates=result.duplicates,
+                      ignored=result.ignored)
+
+    def backlog(self) -> dict[str, object]:
+        """The store's health plus what is journaled but not yet imported."""
+        health = self.store.health()
+        if self.journal is not None:
+            health["journal_bytes"] = self.journal.pending_bytes(self.store.journal_offsets())
+        return health
 
     def sweep(self) -> None:
         """Periodic, once a minute across all processes: note that the bot is alive, forget stale
         ids, and make sure due work has a task (after crashes)."""
         now = self.clock()
+        self.ingest()
         if not self.store.try_lease("sweep", 45, now):
             return
         self.store.mark("alive", now)
@@ -94,8 +118,10 @@ def build_runtime(settings: Settings, *, sender: XSender | None = None,
     sender = sender or XSender(build_tweepy_client(settings), clock=clock)
     facts = facts or catfacts.CatFactsAPI(settings.catfacts_api_url, settings.catfacts_timeout,
                                           settings.catfacts_max_length)
+    journal = None if settings.redis_url else Journal(settings.sqlite_path + ".journal")
     deliverer = Deliverer(settings, store, sender, facts, clock=clock)
-    runtime = Runtime(settings, store, None, deliverer, clock)  # type: ignore[arg-type]
+    runtime = Runtime(settings, store, None, deliverer, clock, journal)  # type: ignore[arg-type]
+    deliverer.ingest = runtime.ingest
     runtime.queue = Queue(build_huey(settings, store), deliverer.run_pass, runtime.sweep,
-                          runtime.replay_missed, runtime.consumer_starting)
+                          runtime.replay_missed, runtime.consumer_starting, journal)
     return runtime

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from catbot.events import IncomingDM
+from catbot.journal import iter_decoded
 from catbot.replies import Intent
 from catbot.xclient import RateWindow
 
@@ -98,6 +99,8 @@ create table if not exists catbot_leases (
     name text primary key, holder text not null, until real not null);
 create table if not exists catbot_marks (
     name text primary key, at real not null);
+create table if not exists catbot_journal (
+    file text primary key, offset integer not null);
 create table if not exists catbot_flags (
     name text primary key, value integer not null);
 insert or ignore into catbot_flags (name, value) values ('wake', 0);
@@ -166,29 +169,61 @@ class SqliteStore:
     # -- the webhook's side -------------------------------------------------------------------
     def record(self, items: Sequence[tuple[IncomingDM, Intent]], now: float) -> RecordResult:
         """Durably note each new event and queue the ones that need a reply, in one commit."""
-        new = duplicates = ignored = 0
         with self._tx() as db:
-            for dm, intent in items:
-                cur = db.execute(
-                    "insert or ignore into catbot_seen (for_user_id, event_id, received_at) values (?, ?, ?)",
-                    (dm.for_user_id, dm.event_id, now))
-                if cur.rowcount == 0:
-                    duplicates += 1
-                    continue
-                if intent is Intent.IGNORE:
-                    ignored += 1
-                    continue
-                seq = db.execute(
-                    "insert into catbot_inbox (for_user_id, user_id, event_id, intent, created_ms, received_at)"
-                    " values (?, ?, ?, ?, ?, ?)",
-                    (dm.for_user_id, dm.sender_id, dm.event_id, intent.value, dm.created_ms, now)).lastrowid
-                db.execute(
-                    "insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos) values (?, ?, ?, ?)"
-                    " on conflict (for_user_id, user_id) do update set queue_pos = coalesce(queue_pos, excluded.queue_pos)",
-                    (dm.for_user_id, dm.sender_id, random.getrandbits(31), seq))
-                new += 1
-            wake = new > 0 and db.execute("update catbot_flags set value = 1 where name = 'wake' and value = 0"
-                                          ).rowcount == 1
+            return self._record_in(db, [(dm, intent, now) for dm, intent in items])
+
+    def import_journal(self, journal) -> RecordResult:
+        """Move what the webhooks journaled into the store (see ``catbot.journal``).
+
+        Each file's lines and its new offset are committed together, so a line is imported
+        once; and since importing goes through the same de-duplication as ``record``, even a
+        repeat would be harmless."""
+        totals = [0, 0, 0]
+        wake = False
+        for path in journal.files():
+            with self._tx() as db:
+                row = db.execute("select offset from catbot_journal where file = ?", (path.name,)).fetchone()
+                offset = row[0] if row else 0
+                lines, end = journal.read_lines(path, offset)
+                if lines:
+                    result = self._record_in(db, list(iter_decoded(lines)))
+                    totals = [a + b for a, b in zip(totals, (result.new, result.duplicates, result.ignored))]
+                    wake = wake or result.wake
+                    db.execute("insert or replace into catbot_journal (file, offset) values (?, ?)",
+                               (path.name, end))
+            if not lines and journal.writer_gone(path):
+                # Fully imported (a torn last line was never acknowledged) and nobody writes here.
+                with self._tx() as db:
+                    db.execute("delete from catbot_journal where file = ?", (path.name,))
+                path.unlink(missing_ok=True)
+        return RecordResult(*totals, wake=wake)
+
+    def journal_offsets(self) -> dict[str, int]:
+        return dict(self._read("select file, offset from catbot_journal"))
+
+    def _record_in(self, db: sqlite3.Connection, rows: Sequence[tuple[IncomingDM, Intent, float]]) -> RecordResult:
+        """Note new event ids, queue the messages that need a reply, raise the wake-up flag."""
+        new = duplicates = ignored = 0
+        for dm, intent, received_at in rows:
+            cur = db.execute("insert or ignore into catbot_seen (for_user_id, event_id, received_at) values (?, ?, ?)",
+                             (dm.for_user_id, dm.event_id, received_at))
+            if cur.rowcount == 0:
+                duplicates += 1
+                continue
+            if intent is Intent.IGNORE:
+                ignored += 1
+                continue
+            seq = db.execute(
+                "insert into catbot_inbox (for_user_id, user_id, event_id, intent, created_ms, received_at)"
+                " values (?, ?, ?, ?, ?, ?)",
+                (dm.for_user_id, dm.sender_id, dm.event_id, intent.value, dm.created_ms, received_at)).lastrowid
+            db.execute(
+                "insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos) values (?, ?, ?, ?)"
+                " on conflict (for_user_id, user_id) do update set queue_pos = coalesce(queue_pos, excluded.queue_pos)",
+                (dm.for_user_id, dm.sender_id, random.getrandbits(31), seq))
+            new += 1
+        wake = new > 0 and db.execute("update catbot_flags set value = 1 where name = 'wake' and value = 0"
+                                      ).rowcount == 1
         return RecordResult(new=new, duplicates=duplicates, ignored=ignored, wake=wake)
 
     def take_wake(self) -> None:

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from catbot import logs
 from catbot.events import parse_delivery
+from catbot.journal import JournalUnavailable
 from catbot.logs import event
 from catbot.runtime import Runtime, build_runtime
 from catbot.security import Verdict, crc_response_token, verify_signature
@@ -71,12 +72,11 @@ def receive_delivery():
     bot_id = runtime.settings.bot_user_id
     messages = [m for m in parsed.messages if not bot_id or m.for_user_id == bot_id]
     try:
-        result = runtime.accept(messages)
-    except StoreUnavailable as exc:
+        recorded = runtime.accept(messages)
+    except (StoreUnavailable, JournalUnavailable) as exc:
         event(log, "delivery.unrecorded", logging.ERROR, error=str(exc)[:200], messages=len(messages))
         return _error("temporarily unavailable, retry", 503)
-    event(log, "delivery.accepted", new=result.new, duplicates=result.duplicates, ignored=result.ignored,
-          own=parsed.own_messages or None, malformed=parsed.malformed or None,
+    event(log, "delivery.accepted", **recorded, own=parsed.own_messages or None, malformed=parsed.malformed or None,
           other_account=(len(parsed.messages) - len(messages)) or None,
           activity=",".join(k[:40] for k in parsed.other_activity) or None)
     return _accepted()
@@ -86,7 +86,7 @@ def receive_delivery():
 def healthz():
     runtime = _runtime()
     try:
-        store = runtime.store.health()
+        store = runtime.backlog()
     except StoreUnavailable as exc:
         return jsonify(status="unavailable", store={"ok": False, "error": str(exc)[:200]}), 503
     return jsonify(status="ok", store={"ok": True, **store}, backlog=store["pending_messages"])

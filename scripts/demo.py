@@ -10,6 +10,7 @@ read one message per line. Every process started here is stopped on exit, Ctrl-C
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -119,8 +120,8 @@ def show(reply: str) -> None:
 
 def main() -> int:
     WORK.mkdir(exist_ok=True)
-    for old in WORK.glob("catbot.sqlite3*"):
-        old.unlink()
+    for old in WORK.glob("catbot.sqlite3*"):  # the database, its WAL files and its journal folder
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     emulator_port, bot_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("X_API_BASE_URL", "REDIS_URL", "SQLITE_PATH", "TRIGGER_PATTERN", "BEARER_TOKEN")}

@@ -92,7 +92,9 @@ class Model:
         emulator.set_rate_limit(1_000_000, 900)
 
     def pending(self) -> int:
-        return runtime_of(self.app).store.health()["pending_messages"]
+        runtime = runtime_of(self.app)
+        runtime.ingest()  # the journal, as a consumer would import it
+        return runtime.store.health()["pending_messages"]
 
     def check(self, delivery_or_body, delivery=None) -> None:
         before = self.pending()

@@ -146,7 +146,9 @@ def test_delete_unknown_id(cli, bot_url):
 def test_replayed_events_are_recognised_as_seen(cli, bot_url, emulator, app):
     cli("setup", bot_url)
     emulator.deliver_dm("3000000002", "hi")
-    store = runtime_of(app).store  # the same SQLite file as the served bot's
+    runtime = runtime_of(app)  # the same SQLite file and journal as the served bot's
+    store = runtime.store
+    runtime.ingest()
     assert store.health()["pending_messages"] == 1
     with emulator._changed:
         delivered_before = len(emulator.delivered)
@@ -158,6 +160,7 @@ def test_replayed_events_are_recognised_as_seen(cli, bot_url, emulator, app):
         time.sleep(0.05)  # the replayed DM and the replay_job_status arrive in the background
     time.sleep(0.2)
     assert len(emulator.delivered) == delivered_before + 2
+    runtime.ingest()
     assert store.health()["pending_messages"] == 1  # the replayed DM did not queue a second reply
 
 

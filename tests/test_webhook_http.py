@@ -8,7 +8,10 @@ from catbot.security import crc_response_token
 
 
 def pending(app) -> int:
-    return runtime_of(app).store.health()["pending_messages"]
+    """Messages recorded and waiting for a reply, journal included (what a consumer would see)."""
+    runtime = runtime_of(app)
+    runtime.ingest()
+    return runtime.store.health()["pending_messages"]
 
 
 def test_crc_answers_with_hmac_of_token(client):
@@ -143,13 +146,26 @@ def test_x_activity_api_envelope_is_understood(app, client):
     assert pending(app) == 1
 
 
-def test_store_failure_answers_503_so_x_retries(app, client, tmp_path):
-    store = runtime_of(app).store
-    store.close()
-    store.path = str(tmp_path / "missing-dir" / "nested" / "x.sqlite3")  # cannot be opened
+def test_unwritable_journal_answers_503_so_x_retries(app, client, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    runtime_of(app).journal.directory = blocker / "journal"  # a directory under a file: cannot exist
     response = post_delivery(client, payload("dm_message_create.json"))
     assert response.status_code == 503
     assert response.get_json() == {"error": "temporarily unavailable, retry"}
+
+
+def test_a_delivery_is_journaled_before_the_200(app, client):
+    """The embedded default's durable record: on disk (in the kernel) when X gets its answer."""
+    journal = runtime_of(app).journal
+    assert post_delivery(client, payload("dm_message_create.json")).status_code == 200
+    [path] = journal.files()
+    assert b'"1800000000000000001"' in path.read_bytes()
+
+
+def test_healthz_counts_what_is_journaled_but_not_imported(client):
+    post_delivery(client, payload("dm_message_create.json"))
+    assert client.get("/healthz").get_json()["store"]["journal_bytes"] > 0
 
 
 def test_unknown_route_is_json_404(client):
@@ -162,8 +178,9 @@ def test_wrong_method_is_405(client):
     assert client.delete("/webhook/twitter").status_code == 405
 
 
-def test_healthz_reports_store_and_backlog(client):
+def test_healthz_reports_store_and_backlog(app, client):
     post_delivery(client, payload("dm_message_create.json"))
+    runtime_of(app).ingest()  # what a consumer does first
     response = client.get("/healthz")
     assert response.status_code == 200
     body = response.get_json()

@@ -1,0 +1,101 @@
+"""The per-process journal: what the webhook writes is imported once, even when writers die."""
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from catbot.events import IncomingDM
+from catbot.journal import Journal
+from catbot.replies import Intent
+from catbot.store import SqliteStore
+
+
+def dm(n: int) -> tuple[IncomingDM, Intent]:
+    return IncomingDM("2000000001", str(10**17 + n), str(3000 + n), "", 0), Intent.FACT
+
+
+def test_lines_are_imported_once(tmp_path):
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j")
+    journal.append([dm(1), dm(2)], 1000.0)
+    first = store.import_journal(journal)
+    journal.append([dm(3)], 1001.0)
+    second = store.import_journal(journal)
+    third = store.import_journal(journal)
+    assert (first.new, second.new, third.new) == (2, 1, 0)
+    assert store.health()["pending_messages"] == 3
+
+
+def test_redelivered_events_are_duplicates_at_import(tmp_path):
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j")
+    journal.append([dm(1)], 1000.0)
+    journal.append([dm(1)], 1000.5)
+    result = store.import_journal(journal)
+    assert (result.new, result.duplicates) == (1, 1)
+
+
+def test_a_live_writers_file_is_kept(tmp_path):
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j")
+    journal.append([dm(1)], 1000.0)
+    store.import_journal(journal)
+    store.import_journal(journal)
+    assert len(journal.files()) == 1  # this process still writes it
+
+
+WRITER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from catbot.journal import Journal
+from catbot.events import IncomingDM
+from catbot.replies import Intent
+j = Journal({directory!r})
+j.append([(IncomingDM("2000000001", "100000000000000001", "3001", "", 0), Intent.FACT)], 1000.0)
+os.write(j._fd, b'["2000000001","1000000000000000')  # torn: the process dies mid-write
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writers_file_is_imported_then_removed_and_a_torn_line_dropped(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", WRITER.format(root=root, directory=str(tmp_path / "j"))])
+    assert proc.returncode == -signal.SIGKILL
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j")
+    assert len(journal.files()) == 1
+    assert store.import_journal(journal).new == 1  # the complete line
+    store.import_journal(journal)  # nothing left but the torn line, and its writer is gone
+    assert journal.files() == []
+    assert store.health()["pending_messages"] == 1
+
+
+def test_rotation_keeps_every_line(tmp_path):
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j", rotate_bytes=300)
+    for n in range(20):
+        journal.append([dm(n)], 1000.0 + n)
+    assert len(journal.files()) > 3
+    store.import_journal(journal)
+    assert store.health()["pending_messages"] == 20
+    store.import_journal(journal)
+    assert len(journal.files()) == 1  # rotated-away files are gone; the open one stays
+
+
+def _import(path: str, directory: str, out) -> None:
+    out.put(SqliteStore(path).import_journal(Journal(directory)).new)
+
+
+def test_concurrent_importers_queue_each_message_once(tmp_path):
+    journal = Journal(tmp_path / "j", rotate_bytes=2000)
+    for n in range(300):
+        journal.append([dm(n)], 1000.0)
+    path = str(tmp_path / "s.sqlite3")
+    SqliteStore(path)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_import, args=(path, str(tmp_path / "j"), out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    imported = sum(out.get(timeout=30) for _ in procs)
+    for p in procs:
+        p.join()
+    assert imported == 300
+    assert SqliteStore(path).health()["pending_messages"] == 300
