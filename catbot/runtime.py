@@ -13,7 +13,7 @@ from catbot.logs import event
 from catbot.queue import Queue, build_huey
 from catbot.replies import classify
 from catbot.settings import Settings
-from catbot.store import RecordResult, StoreUnavailable, open_store
+from catbot.store import StoreUnavailable, open_store
 from catbot.xclient import XSender, build_tweepy_client
 
 log = logging.getLogger("catbot.runtime")

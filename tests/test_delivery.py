@@ -4,7 +4,6 @@ conversation, budget, fairness and every failure answer X can give.
 tweepy talks real HTTP to the emulator, which verifies each request's OAuth 1.0a signature.
 A small clock stands in for waiting on retry times; X's own rate windows are real seconds.
 """
-import json
 import time
 
 import pytest

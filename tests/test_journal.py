@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from catbot.events import IncomingDM
 from catbot.journal import Journal

@@ -10,7 +10,6 @@ import time
 import pytest
 import requests
 
-from conftest import BOT_ID
 from processes import Gunicorn, Worker, bot_env
 from redis_server import RedisServer
 
