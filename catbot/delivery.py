@@ -53,22 +53,22 @@ class Deliverer:
         result = PassResult()
         self.ingest()
         started = self.clock()
-        budget_wait = self.store.send_wait(started)
-        if budget_wait is not None:
-            # Nothing can be sent before then. The wake-up flag stays set, so new messages do not
-            # wake consumers for nothing; the task scheduled for then (or the sweep) clears it.
-            result.next_run_at = budget_wait
-            return result
-        self.store.take_wake()  # from here on, a new message enqueues a new wake-up
+        woken = False
         while True:
             now = self.clock()
             if now - started > PASS_SECONDS:
                 result.more_now = True
                 return result
             budget_wait = self.store.send_wait(now)
-            if budget_wait is not None:  # X's budget is spent: claim nothing, look again then
+            if budget_wait is not None:
+                # Nothing can be sent before then. If this pass has not cleared the wake-up flag
+                # yet, it stays set, so new messages do not wake consumers for nothing; the task
+                # scheduled for then (or the sweep) clears it.
                 result.next_run_at = budget_wait
                 return result
+            if not woken:
+                self.store.take_wake()  # from here on, a new message enqueues a new wake-up
+                woken = True
             batch = self.store.claim_next(now, self.settings.reply_lease_seconds)
             if batch is None:
                 due = self.store.next_due(now)
