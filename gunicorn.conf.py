@@ -12,7 +12,6 @@ import os
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 graceful_timeout = 25  # inside Heroku's 30 s between SIGTERM and SIGKILL
 timeout = 30
-accesslog = "-" if os.environ.get("ACCESS_LOG", "").lower() in {"1", "true", "yes"} else None
 
 
 def on_starting(server):
