@@ -180,17 +180,23 @@ class SqliteStore:
         repeat would be harmless."""
         totals = [0, 0, 0]
         wake = False
+        known = self.journal_offsets()
         for path in journal.files():
-            with self._tx() as db:
-                row = db.execute("select offset from catbot_journal where file = ?", (path.name,)).fetchone()
-                offset = row[0] if row else 0
-                lines, end = journal.read_lines(path, offset)
-                if lines:
-                    result = self._record_in(db, list(iter_decoded(lines)))
-                    totals = [a + b for a, b in zip(totals, (result.new, result.duplicates, result.ignored))]
-                    wake = wake or result.wake
-                    db.execute("insert or replace into catbot_journal (file, offset) values (?, ?)",
-                               (path.name, end))
+            try:
+                grew = path.stat().st_size > known.get(path.name, 0)
+            except FileNotFoundError:
+                continue
+            lines: list[bytes] = []
+            if grew:  # take the write lock only for a file with something new in it
+                with self._tx() as db:
+                    row = db.execute("select offset from catbot_journal where file = ?", (path.name,)).fetchone()
+                    lines, end = journal.read_lines(path, row[0] if row else 0)
+                    if lines:
+                        result = self._record_in(db, list(iter_decoded(lines)))
+                        totals = [a + b for a, b in zip(totals, (result.new, result.duplicates, result.ignored))]
+                        wake = wake or result.wake
+                        db.execute("insert or replace into catbot_journal (file, offset) values (?, ?)",
+                                   (path.name, end))
             if not lines and journal.writer_gone(path):
                 # Fully imported (a torn last line was never acknowledged) and nobody writes here.
                 with self._tx() as db:
