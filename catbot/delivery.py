@@ -40,13 +40,13 @@ def backoff(attempt: int) -> float:
 
 class Deliverer:
     def __init__(self, settings: Settings, store, sender: XSender, facts: catfacts.CatFactsAPI,
-                 clock=time.time) -> None:
+                 clock=time.time, ingest=lambda: None) -> None:
         self.settings = settings
         self.store = store
         self.sender = sender
         self.facts = facts
         self.clock = clock
-        self.ingest = lambda: None  # imports journaled deliveries first (set by the runtime)
+        self.ingest = ingest  # imports journaled deliveries before each pass (embedded default)
 
     def run_pass(self) -> PassResult:
         """Deliver due replies until none is due, the budget is spent, or the pass is long."""

@@ -111,9 +111,6 @@ class Queue:
         except Exception as exc:
             event(log, "queue.unavailable", logging.WARNING, error=type(exc).__name__)
 
-    def pending_tasks(self) -> int:
-        return self.huey.pending_count()
-
     # -- consumers --------------------------------------------------------------------------------
     def _consumer_class(self, base: type[Consumer]) -> type[Consumer]:
         """``base`` with workers that also run a pass when a webhook's journal grew: in the

@@ -119,9 +119,8 @@ def build_runtime(settings: Settings, *, sender: XSender | None = None,
     facts = facts or catfacts.CatFactsAPI(settings.catfacts_api_url, settings.catfacts_timeout,
                                           settings.catfacts_max_length)
     journal = None if settings.redis_url else Journal(settings.sqlite_path + ".journal")
-    deliverer = Deliverer(settings, store, sender, facts, clock=clock)
+    deliverer = Deliverer(settings, store, sender, facts, clock=clock, ingest=lambda: runtime.ingest())
     runtime = Runtime(settings, store, None, deliverer, clock, journal)  # type: ignore[arg-type]
-    deliverer.ingest = runtime.ingest
     runtime.queue = Queue(build_huey(settings, store), deliverer.run_pass, runtime.sweep,
                           runtime.replay_missed, runtime.consumer_starting, journal)
     return runtime

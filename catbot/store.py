@@ -55,7 +55,6 @@ class Batch:
     attempts: int
     fact_seed: int
     fact_pos: int
-    claimed_at: float
 
 
 @dataclass(frozen=True)
@@ -262,7 +261,7 @@ class SqliteStore:
                 "select seq, intent from catbot_inbox where for_user_id = ? and user_id = ?"
                 " order by created_ms, seq", (for_user_id, user_id)).fetchall()
         return Batch(for_user_id, user_id, token, tuple(m[0] for m in messages),
-                     tuple(Intent(m[1]) for m in messages), bool(opted_out), attempts, seed, pos, now)
+                     tuple(Intent(m[1]) for m in messages), bool(opted_out), attempts, seed, pos)
 
     def complete(self, batch: Batch, done: Completion, now: float) -> bool:
         """Close a batch: drop its messages, apply the user's new state, count a sent reply.
@@ -611,7 +610,7 @@ class RedisStore:
         entries = sorted((json.loads(e) for e in raw), key=lambda e: (e[3], e[0]))
         return Batch(for_user_id, user_id, token, tuple(e[0] for e in entries),
                      tuple(Intent(e[2]) for e in entries), opted_out == b"1", int(attempts), int(seed),
-                     int(pos), now)
+                     int(pos))
 
     def complete(self, batch: Batch, done: Completion, now: float) -> bool:
         key = f"{batch.for_user_id}:{batch.user_id}"
