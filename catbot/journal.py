@@ -25,6 +25,7 @@ from catbot.events import IncomingDM
 from catbot.replies import Intent
 
 ROTATE_BYTES = 8 * 1024 * 1024
+READ_LIMIT = 1 << 20  # bytes of one file per import transaction (about 10,000 messages)
 SUFFIX = ".jsonl"
 
 
@@ -121,16 +122,17 @@ class Journal:
             os.close(fd)
 
     @staticmethod
-    def read_lines(path: Path, offset: int, limit: int = 1 << 20) -> tuple[list[bytes], int]:
-        """Complete lines from ``offset`` (at most about ``limit`` bytes) and the offset after them."""
+    def read_lines(path: Path, offset: int, limit: int = READ_LIMIT) -> tuple[list[bytes], int, bool]:
+        """Complete lines from ``offset`` (at most about ``limit`` bytes), the offset after
+        them, and whether the read stopped at ``limit`` (the file may hold more)."""
         try:
             with open(path, "rb") as f:
                 f.seek(offset)
                 data = f.read(limit)
         except FileNotFoundError:
-            return [], offset
+            return [], offset, False
         end = data.rfind(b"\n") + 1
-        return data[:end].splitlines(), offset + end
+        return data[:end].splitlines(), offset + end, len(data) == limit
 
     def pending_bytes(self, offsets: dict[str, int]) -> int:
         total = 0

@@ -1,7 +1,8 @@
 """The source of truth: which events were seen, which replies are pending, users' state and the
 shared X rate budget.
 
-The webhook answers 200 only after :meth:`SqliteStore.record` committed, and the reply job
+The webhook answers 200 only once a delivery is durable (in the embedded default a journal line
+that consumers import here, see ``catbot.journal``; on Redis a store call), and the reply job
 takes work only through :meth:`SqliteStore.claim_next`, so nothing depends on the queue keeping
 a task: a task lost with a killed consumer costs latency, never a reply. A claim is a lease with
 a token; if its holder dies, the lease runs out and another consumer takes the batch.
@@ -105,6 +106,12 @@ create table if not exists catbot_flags (
 insert or ignore into catbot_flags (name, value) values ('wake', 0);
 """
 
+# Per connection, in memory: the rows of one record or import on their way in (see _record_in).
+INCOMING = """create temp table if not exists catbot_incoming (
+    n integer primary key, for_user_id text not null, event_id text not null, user_id text not null,
+    intent text not null, created_ms integer not null, received_at real not null,
+    fresh integer not null default 0)"""
+
 
 class SqliteStore:
     """All of the bot's state in one SQLite file, safe across threads and processes."""
@@ -130,6 +137,8 @@ class SqliteStore:
                                    check_same_thread=False)
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=normal")
+            conn.execute("pragma temp_store=memory")
+            conn.execute(INCOMING)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -174,62 +183,94 @@ class SqliteStore:
     def import_journal(self, journal) -> RecordResult:
         """Move what the webhooks journaled into the store (see ``catbot.journal``).
 
-        Each file's lines and its new offset are committed together, so a line is imported
-        once; and since importing goes through the same de-duplication as ``record``, even a
-        repeat would be harmless."""
-        totals = [0, 0, 0]
-        wake = False
+        Lines and the files' new offsets are committed together, so a line is imported once;
+        and since importing goes through the same de-duplication as ``record``, even a repeat
+        would be harmless. Each chunk merges the files by arrival time, so users queue in the
+        order they wrote whichever worker took their delivery; chunks repeat until caught up."""
+        totals, wake = [0, 0, 0], False
+        while True:
+            result, more = self._import_chunk(journal)
+            totals = [a + b for a, b in zip(totals, (result.new, result.duplicates, result.ignored))]
+            wake = wake or result.wake
+            if not more:
+                return RecordResult(*totals, wake=wake)
+
+    def _import_chunk(self, journal) -> tuple[RecordResult, bool]:
+        """One transaction: up to ``journal.READ_LIMIT`` bytes from every file that grew.
+        Returns what was recorded and whether a file had more than that."""
         known = self.journal_offsets()
+        grown, done = [], []
         for path in journal.files():
             try:
-                grew = path.stat().st_size > known.get(path.name, 0)
+                (grown if path.stat().st_size > known.get(path.name, 0) else done).append(path)
             except FileNotFoundError:
                 continue
-            lines: list[bytes] = []
-            if grew:  # take the write lock only for a file with something new in it
-                with self._tx() as db:
-                    row = db.execute("select offset from catbot_journal where file = ?", (path.name,)).fetchone()
-                    lines, end = journal.read_lines(path, row[0] if row else 0)
+        result, more = RecordResult(0, 0, 0), False
+        if grown:  # take the write lock only when a file has something new in it
+            with self._tx() as db:
+                offsets = dict(db.execute("select file, offset from catbot_journal").fetchall())
+                rows, ends = [], {}
+                for path in grown:
+                    lines, end, full = journal.read_lines(path, offsets.get(path.name, 0))
                     if lines:
-                        result = self._record_in(db, list(iter_decoded(lines)))
-                        totals = [a + b for a, b in zip(totals, (result.new, result.duplicates, result.ignored))]
-                        wake = wake or result.wake
-                        db.execute("insert or replace into catbot_journal (file, offset) values (?, ?)",
-                                   (path.name, end))
-            if not lines and journal.writer_gone(path):
+                        rows += iter_decoded(lines)
+                        ends[path.name] = end
+                        more = more or full
+                    else:
+                        done.append(path)
+                rows.sort(key=lambda row: row[2])  # arrival order across the workers' files
+                result = self._record_in(db, rows)
+                db.executemany("insert or replace into catbot_journal (file, offset) values (?, ?)", ends.items())
+        for path in done:
+            if journal.writer_gone(path):
                 # Fully imported (a torn last line was never acknowledged) and nobody writes here.
                 with self._tx() as db:
                     db.execute("delete from catbot_journal where file = ?", (path.name,))
                 path.unlink(missing_ok=True)
-        return RecordResult(*totals, wake=wake)
+        return result, more
 
     def journal_offsets(self) -> dict[str, int]:
         return dict(self._read("select file, offset from catbot_journal"))
 
     def _record_in(self, db: sqlite3.Connection, rows: Sequence[tuple[IncomingDM, Intent, float]]) -> RecordResult:
-        """Note new event ids, queue the messages that need a reply, raise the wake-up flag."""
-        new = duplicates = ignored = 0
-        for dm, intent, received_at in rows:
-            cur = db.execute("insert or ignore into catbot_seen (for_user_id, event_id, received_at) values (?, ?, ?)",
-                             (dm.for_user_id, dm.event_id, received_at))
-            if cur.rowcount == 0:
-                duplicates += 1
-                continue
-            if intent is Intent.IGNORE:
-                ignored += 1
-                continue
-            seq = db.execute(
-                "insert into catbot_inbox (for_user_id, user_id, event_id, intent, created_ms, received_at)"
-                " values (?, ?, ?, ?, ?, ?)",
-                (dm.for_user_id, dm.sender_id, dm.event_id, intent.value, dm.created_ms, received_at)).lastrowid
-            db.execute(
-                "insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos) values (?, ?, ?, ?)"
-                " on conflict (for_user_id, user_id) do update set queue_pos = coalesce(queue_pos, excluded.queue_pos)",
-                (dm.for_user_id, dm.sender_id, random.getrandbits(31), seq))
-            new += 1
+        """Note new event ids, queue the messages that need a reply, raise the wake-up flag.
+
+        Set-based: the rows go into a scratch table in one ``executemany`` and a fixed handful
+        of statements do the rest inside SQLite. A statement per row would hand the GIL back
+        and forth three times a message, which under load starves the webhook thread sharing
+        the process (docs/performance.md)."""
+        if not rows:
+            return RecordResult(0, 0, 0)
+        db.execute("delete from temp.catbot_incoming")
+        db.executemany("insert into temp.catbot_incoming (for_user_id, event_id, user_id, intent, created_ms,"
+                       " received_at) values (?, ?, ?, ?, ?, ?)",
+                       [(dm.for_user_id, dm.event_id, dm.sender_id, intent.value, dm.created_ms, received_at)
+                        for dm, intent, received_at in rows])
+        # New: the first copy of an event id that was not seen before. Anything else is a duplicate.
+        fresh = db.execute(
+            "update temp.catbot_incoming set fresh = 1 where n in (select min(n) from temp.catbot_incoming"
+            " group by for_user_id, event_id) and not exists (select 1 from catbot_seen s"
+            " where s.for_user_id = catbot_incoming.for_user_id and s.event_id = catbot_incoming.event_id)").rowcount
+        if not fresh:
+            return RecordResult(new=0, duplicates=len(rows), ignored=0)
+        db.execute("insert into catbot_seen (for_user_id, event_id, received_at)"
+                   " select for_user_id, event_id, received_at from temp.catbot_incoming where fresh")
+        (last_seq,) = db.execute("select coalesce((select seq from sqlite_sequence where name = 'catbot_inbox'), 0)"
+                                 ).fetchone()
+        new = db.execute(
+            "insert into catbot_inbox (for_user_id, user_id, event_id, intent, created_ms, received_at)"
+            " select for_user_id, user_id, event_id, intent, created_ms, received_at from temp.catbot_incoming"
+            " where fresh and intent != ? order by n", (Intent.IGNORE.value,)).rowcount
+        # A user joins the line at their first waiting message; one already in line keeps their place.
+        db.execute(
+            "insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos)"
+            " select for_user_id, user_id, abs(random() % 2147483648), min(seq) from catbot_inbox not indexed"
+            " where seq > ? group by for_user_id, user_id"  # a rowid range; the user index would scan all
+            " on conflict (for_user_id, user_id) do update set queue_pos = coalesce(queue_pos, excluded.queue_pos)",
+            (last_seq,))
         wake = new > 0 and db.execute("update catbot_flags set value = 1 where name = 'wake' and value = 0"
                                       ).rowcount == 1
-        return RecordResult(new=new, duplicates=duplicates, ignored=ignored, wake=wake)
+        return RecordResult(new=new, duplicates=len(rows) - fresh, ignored=fresh - new, wake=wake)
 
     def take_wake(self) -> None:
         """A consumer is about to look for work: the next record must enqueue a wake-up again.

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from catbot.events import IncomingDM
-from catbot.journal import Journal
+from catbot.journal import READ_LIMIT, Journal
 from catbot.replies import Intent
 from catbot.store import SqliteStore
 
@@ -98,3 +98,25 @@ def test_concurrent_importers_queue_each_message_once(tmp_path):
         p.join()
     assert imported == 300
     assert SqliteStore(path).health()["pending_messages"] == 300
+
+
+def test_import_queues_users_in_arrival_order_across_workers_files(tmp_path):
+    """Two web workers, two journals: the line follows arrival time, not file order."""
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    first, second = Journal(tmp_path / "j"), Journal(tmp_path / "j")
+    for n in range(6):
+        (first if n % 2 else second).append([dm(n)], 1000.0 + n)
+    assert len(first.files()) == 2
+    store.import_journal(first)
+    claimed = [store.claim_next(2000.0, 60).user_id for _ in range(6)]
+    assert claimed == [str(3000 + n) for n in range(6)]
+
+
+def test_a_backlog_bigger_than_one_read_is_imported_in_one_call(tmp_path):
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j")
+    count = READ_LIMIT // 30  # lines are about 60 bytes: two reads' worth
+    journal.append([dm(n) for n in range(count)], 1000.0)
+    assert os.path.getsize(journal.files()[0]) > READ_LIMIT
+    assert store.import_journal(journal).new == count
+    assert store.health()["pending_messages"] == count
+
