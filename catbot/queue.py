@@ -25,6 +25,7 @@ from catbot.logs import event
 from catbot.settings import Settings
 
 log = logging.getLogger("catbot.queue")
+JOURNAL_GAP = 0.02  # seconds between journal imports while deliveries keep arriving
 
 
 class _SqliteStorage(SqliteStorage):
@@ -124,6 +125,9 @@ class Queue:
                 if journal.has_news():
                     self.delay = self.default_delay
                     self.huey.execute(deliver.s(), now)
+                    # Let the next batch gather: under load, importing the moment a line lands
+                    # costs a transaction per few messages and starves the webhook thread.
+                    self.stop_flag.wait(JOURNAL_GAP)
                     return
                 super().loop(now)
 

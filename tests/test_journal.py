@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+from conftest import BOT_ID, post_delivery, runtime_of
 from catbot.events import IncomingDM
 from catbot.journal import READ_LIMIT, Journal
 from catbot.replies import Intent
@@ -120,3 +121,26 @@ def test_a_backlog_bigger_than_one_read_is_imported_in_one_call(tmp_path):
     assert store.import_journal(journal).new == count
     assert store.health()["pending_messages"] == count
 
+
+def delivery_from(sender: str, event_id: str) -> dict:
+    return {"for_user_id": BOT_ID, "direct_message_events": [{
+        "type": "message_create", "id": event_id, "created_timestamp": "1763790000000",
+        "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": sender,
+                           "message_data": {"text": "hi"}}}]}
+
+
+def test_while_xs_budget_is_spent_deliveries_wait_in_the_journal_for_the_sweep(app, client, emulator):
+    """Importing could only move messages from one queue to another until X allows a send;
+    the sweep still imports once a minute, so the journal stays short."""
+    emulator.set_rate_limit(1, 900)
+    runtime = runtime_of(app)
+    post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    runtime.deliverer.run_pass()
+    assert len(emulator.sent) == 1  # and X said remaining=0
+    post_delivery(client, delivery_from("3000000002", "1800000000000000002"))
+    runtime.deliverer.run_pass()
+    backlog = runtime.backlog()
+    assert backlog["pending_messages"] == 0 and backlog["journal_bytes"] > 0
+    runtime.sweep()
+    backlog = runtime.backlog()
+    assert backlog["pending_messages"] == 1 and backlog["journal_bytes"] == 0
