@@ -33,9 +33,18 @@ class JournalUnavailable(Exception):
     """The journal could not be written; the webhook answers 503 so X delivers again."""
 
 
+def _line(dm: IncomingDM, intent: Intent, now: float) -> str:
+    """One message as a JSON array. Written directly when the ids are digit strings, which
+    ``catbot.events`` guarantees for every message it parses: this runs on every delivery, and
+    the general encoder costs as much as parsing the whole delivery did."""
+    if (dm.for_user_id + dm.event_id + dm.sender_id).isdigit():
+        return (f'["{dm.for_user_id}","{dm.event_id}","{dm.sender_id}","{intent.value}",'
+                f'{int(dm.created_ms)},{float(now)!r}]\n')
+    return json.dumps([dm.for_user_id, dm.event_id, dm.sender_id, intent.value, dm.created_ms, now]) + "\n"
+
+
 def encode(items: Sequence[tuple[IncomingDM, Intent]], now: float) -> bytes:
-    return b"".join(json.dumps([dm.for_user_id, dm.event_id, dm.sender_id, intent.value, dm.created_ms, now],
-                               separators=(",", ":")).encode() + b"\n" for dm, intent in items)
+    return "".join(_line(dm, intent, now) for dm, intent in items).encode()
 
 
 def decode(line: bytes) -> tuple[IncomingDM, Intent, float]:

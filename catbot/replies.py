@@ -43,6 +43,7 @@ FACT_OPENERS = (
     "Purr-fect timing, here's a fact 🐱",
 )
 HELP_HINT = "(Send \"help\" for commands.)"
+_DECORATION = re.compile(r"[\W_]+")  # what is not a letter or digit: \w is exactly str.isalnum() plus "_"
 
 
 def _strip_decoration(text: str) -> str:
@@ -50,7 +51,7 @@ def _strip_decoration(text: str) -> str:
 
     So "  STOP!! 🙀", "Stop." and "*help*" are all commands, whatever the user's keyboard added.
     """
-    word = "".join(ch for ch in text.lower() if ch.isalnum())
+    word = _DECORATION.sub("", text.lower())
     return word or ("?" if "?" in text else "")
 
 

@@ -1,10 +1,13 @@
 """The bot as production runs it: real ``gunicorn app:app`` processes, several workers, each
 with its embedded consumer, talking to the X emulator over loopback."""
+import json
 import subprocess
 import time
 
 import pytest
+import requests
 
+from conftest import BOT_ID, signed_headers
 from processes import ROOT, VENV_BIN, Gunicorn, bot_env
 
 
@@ -52,6 +55,30 @@ def test_redelivery_to_another_worker_is_not_answered_twice(served, emulator):
         assert emulator.redeliver(event_id).status_code == 200
     settle(emulator)
     assert len(emulator.sent) == 1
+
+
+def chunks(data: bytes, size: int = 4096):
+    """A body requests sends with ``Transfer-Encoding: chunked`` (no Content-Length)."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_a_chunked_delivery_is_read_whole_and_answered(served, emulator):
+    bot = served()
+    body = json.dumps({"for_user_id": BOT_ID, "direct_message_events": [{
+        "type": "message_create", "id": "1800000000000000077", "created_timestamp": "1763790000000",
+        "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": "3000000002",
+                           "message_data": {"text": "hi " + "x" * 9000}}}]}).encode()
+    response = requests.post(bot.url + "/webhook/twitter", data=chunks(body), headers=signed_headers(body))
+    assert response.status_code == 200
+    emulator.wait_for_sent(1, timeout=10)
+
+
+def test_a_chunked_body_past_one_mebibyte_is_413(served):
+    bot = served()
+    body = b"x" * (1024 * 1024 + 1)
+    response = requests.post(bot.url + "/webhook/twitter", data=chunks(body, 65536), headers=signed_headers(body))
+    assert response.status_code == 413
 
 
 def test_pending_replies_survive_sigkill(served, emulator):

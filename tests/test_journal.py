@@ -5,9 +5,12 @@ import signal
 import subprocess
 import sys
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from conftest import BOT_ID, post_delivery, runtime_of
 from catbot.events import IncomingDM
-from catbot.journal import READ_LIMIT, Journal
+from catbot.journal import READ_LIMIT, Journal, decode, encode
 from catbot.replies import Intent
 from catbot.store import SqliteStore
 
@@ -99,6 +102,18 @@ def test_concurrent_importers_queue_each_message_once(tmp_path):
         p.join()
     assert imported == 300
     assert SqliteStore(path).health()["pending_messages"] == 300
+
+
+ids = st.one_of(st.from_regex(r"[0-9]{1,25}", fullmatch=True), st.text(max_size=30))
+
+
+@given(st.lists(st.tuples(ids, ids, ids, st.sampled_from(Intent), st.integers(0, 10**16 - 1)), min_size=1, max_size=4),
+       st.floats(0, 2e9))
+def test_journal_lines_read_back_as_written(messages, now):
+    """Ids from X's deliveries take the direct path; anything else, however odd, the encoder's."""
+    items = [(IncomingDM(f, e, s, "", created), intent) for f, e, s, intent, created in messages]
+    lines = encode(items, now).splitlines()
+    assert [decode(line) for line in lines] == [(dm, intent, now) for dm, intent in items]
 
 
 def test_import_queues_users_in_arrival_order_across_workers_files(tmp_path):
