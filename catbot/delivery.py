@@ -31,6 +31,7 @@ class PassResult:
     handled: int = 0
     next_run_at: float | None = None  # when more work becomes due, if it is not due now
     more_now: bool = False  # stopped early with work still due
+    budget_until: float | None = None  # stopped because X's budget is spent until then
 
 
 def backoff(attempt: int) -> float:
@@ -51,15 +52,8 @@ class Deliverer:
     def run_pass(self) -> PassResult:
         """Deliver due replies until none is due, the budget is spent, or the pass is long."""
         result = PassResult()
-        # Journaled deliveries are imported only when a reply can go out: while X's budget is
-        # spent (15 DMs per 15 minutes for a bot account) the messages could only wait in the
-        # store instead of the journal, and under a flood the import would take CPU the webhook
-        # needs. The sweep imports once a minute regardless, so journals stay short and the
-        # health check stays close.
-        if self.store.send_wait(self.clock()) is None:
-            self.ingest()
         started = self.clock()
-        woken = False
+        first = True
         while True:
             now = self.clock()
             if now - started > PASS_SECONDS:
@@ -70,11 +64,16 @@ class Deliverer:
                 # Nothing can be sent before then. If this pass has not cleared the wake-up flag
                 # yet, it stays set, so new messages do not wake consumers for nothing; the task
                 # scheduled for then (or the sweep) clears it.
-                result.next_run_at = budget_wait
+                result.next_run_at = result.budget_until = budget_wait
                 return result
-            if not woken:
+            if first:
+                # Journaled deliveries are imported only now that a reply can go out: while
+                # X's budget is spent (15 DMs per 15 minutes for a bot account) they could only
+                # wait in the store instead of the journal, and under a flood importing them
+                # takes CPU the webhook needs. The sweep imports once a minute regardless.
+                self.ingest()
                 self.store.take_wake()  # from here on, a new message enqueues a new wake-up
-                woken = True
+                first = False
             batch = self.store.claim_next(now, self.settings.reply_lease_seconds)
             if batch is None:
                 due = self.store.next_due(now)
@@ -84,7 +83,7 @@ class Deliverer:
             result.handled += 1
             wait_until = self.deliver(batch)
             if wait_until is not None:  # the budget is spent: nobody can send before then
-                result.next_run_at = wait_until
+                result.next_run_at = result.budget_until = wait_until
                 return result
 
     def deliver(self, batch: Batch) -> float | None:

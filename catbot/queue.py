@@ -66,9 +66,12 @@ class Queue:
         self._lock = threading.Lock()
         self._consumer: EmbeddedConsumer | None = None
 
+        self.budget_until = 0.0  # what the last pass here learned: no send fits before then
+
         @huey.task(name="deliver_replies")
         def deliver_replies() -> None:
             outcome = run_pass()
+            self.budget_until = getattr(outcome, "budget_until", None) or 0.0
             if getattr(outcome, "more_now", False):
                 self.wake()
             next_run_at = getattr(outcome, "next_run_at", None)
@@ -116,13 +119,15 @@ class Queue:
     def _consumer_class(self, base: type[Consumer]) -> type[Consumer]:
         """``base`` with workers that also run a pass when a webhook's journal grew: in the
         embedded default, deliveries reach consumers through journals, not queued tasks."""
-        journal, deliver = self._journal, self.deliver_replies
+        journal, deliver, queue = self._journal, self.deliver_replies, self
         if journal is None:
             return base
 
         class JournalWorker(Worker):
             def loop(self, now=None):
-                if journal.has_news():
+                # While X's budget is spent, new lines wait: the pass scheduled for the reset
+                # (and the minute sweep) will import them.
+                if time.time() >= queue.budget_until and journal.has_news():
                     self.delay = self.default_delay
                     self.huey.execute(deliver.s(), now)
                     # Let the next batch gather: under load, importing the moment a line lands
