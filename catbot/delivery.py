@@ -66,12 +66,12 @@ class Deliverer:
                 # scheduled for then (or the sweep) clears it.
                 result.next_run_at = result.budget_until = budget_wait
                 return result
+            # Journaled deliveries are imported only when a reply can go out: while X's budget
+            # is spent (15 DMs per 15 minutes for a bot account) they could only wait in the
+            # store instead of the journal, and under a flood importing them takes CPU the
+            # webhook needs. The sweep imports once a minute regardless.
+            self.ingest()
             if first:
-                # Journaled deliveries are imported only now that a reply can go out: while
-                # X's budget is spent (15 DMs per 15 minutes for a bot account) they could only
-                # wait in the store instead of the journal, and under a flood importing them
-                # takes CPU the webhook needs. The sweep imports once a minute regardless.
-                self.ingest()
                 self.store.take_wake()  # from here on, a new message enqueues a new wake-up
                 first = False
             batch = self.store.claim_next(now, self.settings.reply_lease_seconds)
@@ -123,6 +123,7 @@ class Deliverer:
         now = self.clock()
         status = result.status
         if result.kind == "sent":
+            self.ingest()  # what the user wrote while the reply was on its way: absorbed or queued
             seed, pos = rotation if rotation else (None, None)
             ours = self.store.complete(batch, Completion(opted_out=p.opted_out, sent=True, absorb_facts=p.fact,
                                                          fact_seed=seed, fact_pos=pos), now)

@@ -85,7 +85,7 @@ create table if not exists catbot_users (
     claimed_until real not null default 0, claim_token text,
     not_before real not null default 0, attempts integer not null default 0,
     fact_seed integer not null, fact_pos integer not null default 0,
-    queue_pos integer,  -- place in line while messages wait (null: nothing waiting)
+    queue_pos real,  -- place in line while messages wait: a time (null: nothing waiting)
     primary key (for_user_id, user_id)) without rowid;
 create index if not exists catbot_users_queue on catbot_users (queue_pos) where queue_pos is not null;
 create table if not exists catbot_sent (
@@ -261,10 +261,11 @@ class SqliteStore:
             "insert into catbot_inbox (for_user_id, user_id, event_id, intent, created_ms, received_at)"
             " select for_user_id, user_id, event_id, intent, created_ms, received_at from temp.catbot_incoming"
             " where fresh and intent != ? order by n", (Intent.IGNORE.value,)).rowcount
-        # A user joins the line at their first waiting message; one already in line keeps their place.
+        # A user joins the line when their first waiting message arrived (not when it was
+        # imported: the import may wait for X's budget); one already in line keeps their place.
         db.execute(
             "insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos)"
-            " select for_user_id, user_id, abs(random() % 2147483648), min(seq) from catbot_inbox not indexed"
+            " select for_user_id, user_id, abs(random() % 2147483648), min(received_at) from catbot_inbox not indexed"
             " where seq > ? group by for_user_id, user_id"  # a rowid range; the user index would scan all
             " on conflict (for_user_id, user_id) do update set queue_pos = coalesce(queue_pos, excluded.queue_pos)",
             (last_seq,))
@@ -326,13 +327,13 @@ class SqliteStore:
             if ours:
                 left = db.execute("select 1 from catbot_inbox where for_user_id = ? and user_id = ? limit 1",
                                   (batch.for_user_id, batch.user_id)).fetchone()
-                back_of_line = db.execute("select max(seq) from catbot_inbox").fetchone()[0] if left else None
+                # More waiting: the back of the line, behind everyone who wrote before now.
                 release = (", claimed_until = 0, claim_token = null, not_before = 0, attempts = 0,"
-                           f" queue_pos = {int(back_of_line) if back_of_line is not None else 'null'}")
+                           f" queue_pos = {':now' if left else 'null'}")
             db.execute(f"update catbot_users set opted_out = :out{rotation}{release}"
                        " where for_user_id = :f and user_id = :u",
                        {"out": int(done.opted_out), "seed": done.fact_seed, "pos": done.fact_pos,
-                        "f": batch.for_user_id, "u": batch.user_id})
+                        "f": batch.for_user_id, "u": batch.user_id, "now": now})
             if done.sent:
                 db.execute("insert into catbot_sent (for_user_id, user_id, sent_at) values (?, ?, ?)",
                            (batch.for_user_id, batch.user_id, now))

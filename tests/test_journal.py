@@ -4,11 +4,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import BOT_ID, post_delivery, runtime_of
+from conftest import BOT_ID, drain, post_delivery, runtime_of
 from catbot.events import IncomingDM
 from catbot.journal import READ_LIMIT, Journal, decode, encode
 from catbot.replies import Intent
@@ -159,3 +161,22 @@ def test_while_xs_budget_is_spent_deliveries_wait_in_the_journal_for_the_sweep(a
     runtime.sweep()
     backlog = runtime.backlog()
     assert backlog["pending_messages"] == 1 and backlog["journal_bytes"] == 0
+
+
+def test_what_a_user_writes_while_their_reply_is_on_its_way_is_answered_by_it(app, client, emulator):
+    """Imports wait for a send that can go out, so the pass imports again before closing a
+    batch: the second "hi" is absorbed by the fact in flight, and the user who wrote meanwhile
+    is next in line instead of behind a second reply to the first."""
+    emulator.faults.latency = 0.5
+    runtime = runtime_of(app)
+    post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    in_flight = threading.Thread(target=runtime.deliverer.run_pass)
+    in_flight.start()
+    deadline = time.monotonic() + 5
+    while emulator.dm_attempts == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    post_delivery(client, delivery_from("3000000001", "1800000000000000002"))
+    post_delivery(client, delivery_from("3000000002", "1800000000000000003"))
+    in_flight.join()
+    drain(app)
+    assert [dm.participant_id for dm in emulator.sent] == ["3000000001", "3000000002"]
