@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from catbot.events import IncomingDM
-from catbot.journal import iter_decoded
 from catbot.replies import Intent
 from catbot.xclient import RateWindow
 
@@ -106,11 +105,27 @@ create table if not exists catbot_flags (
 insert or ignore into catbot_flags (name, value) values ('wake', 0);
 """
 
-# Per connection, in memory: the rows of one record or import on their way in (see _record_in).
-INCOMING = """create temp table if not exists catbot_incoming (
+# Per connection, in memory: what one record or import is bringing in (see _record_staged).
+STAGING = """
+create temp table if not exists catbot_lines (n integer primary key, line text not null);
+create temp table if not exists catbot_incoming (
     n integer primary key, for_user_id text not null, event_id text not null, user_id text not null,
     intent text not null, created_ms integer not null, received_at real not null,
-    fresh integer not null default 0)"""
+    fresh integer not null default 0);
+"""
+# Journal lines (``catbot.journal.encode``) decoded inside SQLite, well-formed ones only, in
+# arrival order: a Python loop here would hold the GIL the webhook thread beside it needs.
+_STAGE_LINES = f"""
+insert into temp.catbot_incoming (for_user_id, event_id, user_id, intent, created_ms, received_at)
+select json_extract(line, '$[0]'), json_extract(line, '$[1]'), json_extract(line, '$[2]'),
+       json_extract(line, '$[3]'), json_extract(line, '$[4]'), json_extract(line, '$[5]')
+from temp.catbot_lines
+where json_valid(line) and json_array_length(line) = 6
+  and json_type(line, '$[0]') = 'text' and json_type(line, '$[1]') = 'text' and json_type(line, '$[2]') = 'text'
+  and json_extract(line, '$[3]') in ({", ".join(f"'{intent.value}'" for intent in Intent)})
+  and json_type(line, '$[4]') = 'integer' and json_type(line, '$[5]') in ('integer', 'real')
+order by json_extract(line, '$[5]'), n
+"""
 
 
 class SqliteStore:
@@ -138,7 +153,7 @@ class SqliteStore:
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=normal")
             conn.execute("pragma temp_store=memory")
-            conn.execute(INCOMING)
+            conn.executescript(STAGING)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -178,7 +193,12 @@ class SqliteStore:
     def record(self, items: Sequence[tuple[IncomingDM, Intent]], now: float) -> RecordResult:
         """Durably note each new event and queue the ones that need a reply, in one commit."""
         with self._tx() as db:
-            return self._record_in(db, [(dm, intent, now) for dm, intent in items])
+            db.execute("delete from temp.catbot_incoming")
+            db.executemany("insert into temp.catbot_incoming (for_user_id, event_id, user_id, intent, created_ms,"
+                           " received_at) values (?, ?, ?, ?, ?, ?)",
+                           [(dm.for_user_id, dm.event_id, dm.sender_id, intent.value, dm.created_ms, now)
+                            for dm, intent in items])
+            return self._record_staged(db)
 
     def import_journal(self, journal) -> RecordResult:
         """Move what the webhooks journaled into the store (see ``catbot.journal``).
@@ -209,17 +229,19 @@ class SqliteStore:
         if grown:  # take the write lock only when a file has something new in it
             with self._tx() as db:
                 offsets = dict(db.execute("select file, offset from catbot_journal").fetchall())
-                rows, ends = [], {}
+                db.execute("delete from temp.catbot_lines")
+                db.execute("delete from temp.catbot_incoming")
+                ends = {}
                 for path in grown:
                     lines, end, full = journal.read_lines(path, offsets.get(path.name, 0))
                     if lines:
-                        rows += iter_decoded(lines)
+                        db.executemany("insert into temp.catbot_lines (line) values (?)", zip(lines))
                         ends[path.name] = end
                         more = more or full
                     else:
                         done.append(path)
-                rows.sort(key=lambda row: row[2])  # arrival order across the workers' files
-                result = self._record_in(db, rows)
+                db.execute(_STAGE_LINES)  # merged by arrival time across the workers' files
+                result = self._record_staged(db)
                 db.executemany("insert or replace into catbot_journal (file, offset) values (?, ?)", ends.items())
         for path in done:
             if journal.writer_gone(path):
@@ -232,27 +254,23 @@ class SqliteStore:
     def journal_offsets(self) -> dict[str, int]:
         return dict(self._read("select file, offset from catbot_journal"))
 
-    def _record_in(self, db: sqlite3.Connection, rows: Sequence[tuple[IncomingDM, Intent, float]]) -> RecordResult:
+    def _record_staged(self, db: sqlite3.Connection) -> RecordResult:
         """Note new event ids, queue the messages that need a reply, raise the wake-up flag.
 
-        Set-based: the rows go into a scratch table in one ``executemany`` and a fixed handful
-        of statements do the rest inside SQLite. A statement per row would hand the GIL back
+        Set-based, over what is staged in ``temp.catbot_incoming``: a fixed handful of
+        statements whatever the batch size. A statement per message would hand the GIL back
         and forth three times a message, which under load starves the webhook thread sharing
         the process (docs/performance.md)."""
-        if not rows:
+        (staged,) = db.execute("select count(*) from temp.catbot_incoming").fetchone()
+        if not staged:
             return RecordResult(0, 0, 0)
-        db.execute("delete from temp.catbot_incoming")
-        db.executemany("insert into temp.catbot_incoming (for_user_id, event_id, user_id, intent, created_ms,"
-                       " received_at) values (?, ?, ?, ?, ?, ?)",
-                       [(dm.for_user_id, dm.event_id, dm.sender_id, intent.value, dm.created_ms, received_at)
-                        for dm, intent, received_at in rows])
         # New: the first copy of an event id that was not seen before. Anything else is a duplicate.
         fresh = db.execute(
             "update temp.catbot_incoming set fresh = 1 where n in (select min(n) from temp.catbot_incoming"
             " group by for_user_id, event_id) and not exists (select 1 from catbot_seen s"
             " where s.for_user_id = catbot_incoming.for_user_id and s.event_id = catbot_incoming.event_id)").rowcount
         if not fresh:
-            return RecordResult(new=0, duplicates=len(rows), ignored=0)
+            return RecordResult(new=0, duplicates=staged, ignored=0)
         db.execute("insert into catbot_seen (for_user_id, event_id, received_at)"
                    " select for_user_id, event_id, received_at from temp.catbot_incoming where fresh")
         (last_seq,) = db.execute("select coalesce((select seq from sqlite_sequence where name = 'catbot_inbox'), 0)"
@@ -271,7 +289,7 @@ class SqliteStore:
             (last_seq,))
         wake = new > 0 and db.execute("update catbot_flags set value = 1 where name = 'wake' and value = 0"
                                       ).rowcount == 1
-        return RecordResult(new=new, duplicates=len(rows) - fresh, ignored=fresh - new, wake=wake)
+        return RecordResult(new=new, duplicates=staged - fresh, ignored=fresh - new, wake=wake)
 
     def take_wake(self) -> None:
         """A consumer is about to look for work: the next record must enqueue a wake-up again.
