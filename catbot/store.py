@@ -216,7 +216,7 @@ class SqliteStore:
                 return RecordResult(*totals, wake=wake)
 
     def _import_chunk(self, journal) -> tuple[RecordResult, bool]:
-        """One transaction: up to ``journal.READ_LIMIT`` bytes from every file that grew.
+        """One transaction: up to ``catbot.journal.READ_LIMIT`` bytes from every file that grew.
         Returns what was recorded and whether a file had more than that."""
         known = self.journal_offsets()
         grown, done = [], []
