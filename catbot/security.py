@@ -2,7 +2,9 @@
 
 Spec: Account Activity API "Securing webhooks" (X docs; known-answer vectors in
 ../shared/docs/x-api-facts.md). The same primitive serves both uses:
-``"sha256=" + base64(HMAC-SHA256(key=consumer secret, msg))``.
+``"sha256=" + base64(HMAC-SHA256(key=consumer secret, msg))``. So a CRC answer for an arbitrary
+token would be a valid delivery signature for that token as a body: only tokens that pass
+:func:`is_plausible_crc_token` may ever be answered.
 """
 from __future__ import annotations
 
@@ -12,9 +14,16 @@ import enum
 import functools
 import hashlib
 import hmac
+import re
 
 PREFIX = "sha256="
 _DIGEST_SIZE = hashlib.sha256().digest_size
+# X's CRC tokens are short base64 strings (48 characters in 2026; our own pre-flight sends 32).
+# The alphabet is what closes the signing oracle: no JSON object (it needs `{` and `"`) can be
+# written in it. The length bound only keeps work and logs small; it is generous (5x what X
+# sends) because refusing a genuine token would mark the webhook invalid and leave the bot deaf.
+MAX_CRC_TOKEN = 256
+_CRC_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{1,%d}" % MAX_CRC_TOKEN)  # ASCII only; used with fullmatch
 
 
 @functools.lru_cache(maxsize=8)
@@ -35,8 +44,20 @@ def sign(key: bytes, message: bytes) -> str:
     return PREFIX + base64.b64encode(_digest(key, message)).decode("ascii")
 
 
+def is_plausible_crc_token(token: object) -> bool:
+    """True when ``token`` could have come from X: letters, digits and ``+ / = - _`` (standard
+    and URL-safe base64), 1 to ``MAX_CRC_TOKEN`` characters.
+
+    The CRC answer is the same HMAC as a delivery signature, so answering anything else would
+    let anyone obtain a valid ``x-twitter-webhooks-signature`` for a body of their choice."""
+    return isinstance(token, str) and _CRC_TOKEN.fullmatch(token) is not None
+
+
 def crc_response_token(consumer_secret: str, crc_token: str) -> str:
-    """The ``response_token`` that answers X's CRC challenge."""
+    """The ``response_token`` that answers X's CRC challenge.
+
+    This is the bare primitive (the emulator also uses it to check body signatures): a caller
+    answering strangers must refuse tokens that fail :func:`is_plausible_crc_token` first."""
     return sign(consumer_secret.encode("utf-8"), crc_token.encode("utf-8"))
 
 

@@ -16,7 +16,7 @@ from catbot.events import parse_delivery
 from catbot.journal import JournalUnavailable
 from catbot.logs import event
 from catbot.runtime import Runtime, build_runtime
-from catbot.security import Verdict, crc_response_token, verify_signature
+from catbot.security import Verdict, crc_response_token, is_plausible_crc_token, verify_signature
 from catbot.settings import Settings
 from catbot.store import StoreUnavailable
 
@@ -63,13 +63,21 @@ def _error(message: str, status: int):
 
 @webhook.get("/webhook/twitter")
 def crc_challenge():
-    """Answer X's CRC: prove we hold the consumer secret. No I/O on this path."""
-    token = request.args.get("crc_token", "")
-    if not token:
+    """Answer X's CRC: prove we hold the consumer secret. No I/O on this path.
+
+    The answer is a valid delivery signature for the token as a body, so only a token X could
+    have sent (one, token-shaped: ``is_plausible_crc_token``) is answered; anything else is a
+    signing request from someone else and gets 400. The token is never logged."""
+    tokens = request.args.getlist("crc_token")
+    if not any(tokens):
         event(log, "crc.rejected", logging.WARNING, reason="missing crc_token")
         return _error("missing crc_token", 400)
+    if len(tokens) != 1 or not is_plausible_crc_token(tokens[0]):
+        event(log, "crc.rejected", logging.WARNING, reason="invalid crc_token", tokens=len(tokens),
+              chars=sum(map(len, tokens)), remote=request.remote_addr)
+        return _error("invalid crc_token", 400)
     secret = _runtime().settings.consumer_secret
-    return jsonify(response_token=crc_response_token(secret, token))
+    return jsonify(response_token=crc_response_token(secret, tokens[0]))
 
 
 @webhook.post("/webhook/twitter")

@@ -1,10 +1,43 @@
 """Every path of the webhook through the real HTTP layer (Flask's test client), one per test."""
 import json
+import logging
+import secrets
+from urllib.parse import quote
 
 import pytest
 
-from conftest import BOT_ID, CREDS, payload, post_delivery, runtime_of, signed_headers
-from catbot.security import crc_response_token
+from conftest import BOT_ID, CREDS, drain, payload, post_delivery, runtime_of, signed_headers
+from catbot.security import MAX_CRC_TOKEN, crc_response_token
+
+X_CRC_TOKEN = "M2RkODJkZmMtYjlkYi00NmQ4LTk0MGUtM2JjYzkwM2Q4MjQ0"  # as X sent it in 2026, with its nonce below
+
+
+class Lines(logging.Handler):
+    """Collects the formatted lines of one logger (the bot's loggers do not propagate to pytest's)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def web_log():
+    logger, lines = logging.getLogger("catbot.web"), Lines()
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield lines.lines
+    logger.setLevel(level)
+    logger.removeHandler(lines)
+
+
+def dm_event(event_id: str, sender: str, text: str) -> dict:
+    return {"type": "message_create", "id": event_id, "created_timestamp": "1763800000000",
+            "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": sender,
+                               "message_data": {"text": text}}}
 
 
 def pending(app) -> int:
@@ -31,6 +64,73 @@ def test_crc_without_token_is_400(client, query):
     response = client.get("/webhook/twitter" + query)
     assert response.status_code == 400
     assert response.get_json() == {"error": "missing crc_token"}
+
+
+def test_crc_known_answer_vector_through_http(make_app):
+    """X's own known-answer vector whose message is token-shaped, end to end."""
+    response = make_app(consumer_secret="ss").test_client().get("/webhook/twitter?crc_token=helloWorld")
+    assert response.status_code == 200
+    assert response.get_json() == {"response_token": "sha256=YFpPr1o5UmzuIUDQn+BqYQ14kFOjWiWYc7oNiVymMgg="}
+
+
+@pytest.mark.parametrize("token", [
+    X_CRC_TOKEN,
+    secrets.token_urlsafe(24),  # what register_webhook.py's pre-flight and the emulator send
+    "ab+/cd==",  # standard base64, percent-encoded on the way
+    "A" * MAX_CRC_TOKEN,
+])
+def test_crc_answers_tokens_x_could_send(client, token):
+    response = client.get(f"/webhook/twitter?crc_token={quote(token, safe='')}&nonce=MTc2OTUxODI5MjkxNA")
+    assert response.status_code == 200
+    assert response.get_json() == {"response_token": crc_response_token(CREDS.consumer_secret, token)}
+
+
+@pytest.mark.parametrize("query", [
+    "crc_token=" + quote(json.dumps({"for_user_id": BOT_ID, "direct_message_events": []})),
+    "crc_token=" + quote("test=1&other_test=2"),  # a known-answer vector, but not a token
+    "crc_token=html+body",  # `+` in a query is a space
+    "crc_token=" + quote("tökén"),
+    "crc_token=%D9%A1%D9%A2%D9%A3",  # Arabic-Indic digits
+    "crc_token=%FF%FE",  # not even UTF-8
+    "crc_token=abc%0A",
+    "crc_token=abc%00",
+    "crc_token=" + "A" * (MAX_CRC_TOKEN + 1),
+    "crc_token=abc&crc_token=def",  # which one would be signed is up to the parser: refuse both
+    "crc_token=abc&crc_token=",
+])
+def test_crc_token_that_x_could_not_have_sent_is_400_without_signature(client, query, web_log):
+    response = client.get("/webhook/twitter?" + query)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "invalid crc_token"}
+    assert "sha256=" not in response.get_data(as_text=True)
+    [line] = [line for line in web_log if "event=crc.rejected" in line]
+    assert "abc" not in line and "AAAA" not in line and "for_user_id" not in line  # the token is not echoed
+
+
+def test_crc_route_is_not_a_signing_oracle(app, client, emulator):
+    """The attack from issue 10: ask the CRC route to sign a forged delivery, then post it.
+
+    The forged body opts user 3000000007 out with "stop" and makes the bot DM 3000000008,
+    who never wrote. Everything that happened is compared at once, so a failure shows the
+    whole attack: signature given, delivery accepted, DMs sent."""
+    victim, stranger = "3000000007", "3000000008"
+    forged = json.dumps({"for_user_id": BOT_ID, "direct_message_events": [
+        dm_event("1900000000000000001", victim, "stop"), dm_event("1900000000000000002", stranger, "hi")]},
+        separators=(",", ":"))
+    assert len(forged) < 3000  # fits in a URL
+    crc = client.get("/webhook/twitter", query_string={"crc_token": forged})
+    stolen = (crc.get_json() or {}).get("response_token", "")
+    post = client.post("/webhook/twitter", data=forged.encode(),
+                       headers={"Content-Type": "application/json", "x-twitter-webhooks-signature": stolen})
+    drain(app)
+    outcome = {"crc_status": crc.status_code, "signature_given": bool(stolen), "post_status": post.status_code,
+               "dms_sent": sorted(dm.participant_id for dm in emulator.sent)}
+    assert outcome == {"crc_status": 400, "signature_given": False, "post_status": 401, "dms_sent": []}
+    # The victim was not opted out: a genuine "hi" from them is answered.
+    assert post_delivery(client, {"for_user_id": BOT_ID, "direct_message_events": [
+        dm_event("1900000000000000003", victim, "hi")]}).status_code == 200
+    drain(app)
+    assert [dm.participant_id for dm in emulator.sent] == [victim]
 
 
 def test_valid_dm_delivery_is_accepted_and_recorded(app, client):
