@@ -12,7 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_ID = re.compile(r"[0-9]{1,25}")  # X's ids are decimal strings; used with fullmatch
+# X's ids are positive numbers written as decimal strings (snowflakes; none is 0). Ids are
+# compared and de-duplicated as strings, so one number must have one spelling: "02000000001"
+# would be the bot's own id answered as another user, "018" a replay that dodges "18".
+# Leading zeros (and "0" itself) are therefore malformed. ASCII digits only; used with fullmatch.
+_ID = re.compile(r"[1-9][0-9]{0,24}")
 MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it.
 
 
@@ -47,7 +51,7 @@ def is_own_message(for_user_id: str, sender_id: str) -> bool:
 
 
 def _id(value: Any) -> str | None:
-    """An id as X sends it (a string of ASCII digits), else None."""
+    """An id as X sends it (a positive decimal string, no leading zero), else None."""
     return value if isinstance(value, str) and _ID.fullmatch(value) else None
 
 

@@ -69,6 +69,26 @@ def test_ids_must_be_numeric_strings():
         assert parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [event]}).messages == []
 
 
+def test_ids_are_numbers_so_a_leading_zero_is_malformed():
+    """"02000000001" is the bot's id as a number: answering it as another user would let the bot
+    talk to itself, and "018" would dodge de-duplication keyed on "18"."""
+    parsed = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [dm(sender="0" + BOT_ID)]})
+    assert (parsed.messages, parsed.malformed, parsed.own_messages) == ([], 1, 0)
+    for bad in ["0", "00", "018", "0" * 25]:
+        for field_ in ("sender", "event id"):
+            event = dm(sender=bad) if field_ == "sender" else dm(event_id=bad)
+            parsed = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [event]})
+            assert (parsed.messages, parsed.malformed) == ([], 1), (field_, bad)
+    parsed = parse_delivery({"for_user_id": "0" + BOT_ID, "direct_message_events": [dm()]})
+    assert (parsed.messages, parsed.malformed) == ([], 1)
+
+
+def test_positive_ids_of_any_length_up_to_25_digits_are_kept():
+    for good in ["1", "9", "10", "42", "9" * 19, "1" + "0" * 24]:
+        [message] = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [dm(good, good)]}).messages
+        assert (message.event_id, message.sender_id) == (good, good)
+
+
 def test_missing_for_user_id_yields_nothing():
     delivery = copy.deepcopy(payload("dm_message_create.json"))
     del delivery["for_user_id"]

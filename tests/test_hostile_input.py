@@ -14,8 +14,8 @@ from conftest import BOT_ID, post_delivery, runtime_of
 from catbot.delivery import Deliverer
 from catbot.web import MAX_BODY
 
-DIGITS = re.compile(r"[0-9]{1,25}")
-SENDERS = [BOT_ID, "3000000002", "3000000003", "42"]  # the bot itself among them
+IDS = re.compile(r"[1-9][0-9]{0,24}")  # X's ids are positive numbers written without leading zeros
+SENDERS = [BOT_ID, "0" + BOT_ID, "3000000002", "3000000003", "42", "042"]  # the bot itself, also zero-padded
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -24,7 +24,7 @@ json_values = st.recursive(
 texts = st.one_of(st.text(max_size=200), st.sampled_from(["stop", "HELP!", " start 😺", "?", ""]),
                   st.text(min_size=5000, max_size=20000))
 hostile = st.one_of(json_values, st.text(max_size=30), st.integers(), st.just("18\n"), st.just("١٢٣"),
-                    st.just(BOT_ID), st.just(DELETE := object()))
+                    st.just(BOT_ID), st.sampled_from(["0", "00", "0" + BOT_ID, "018"]), st.just(DELETE := object()))
 EVENT_PATHS = [("type",), ("id",), ("created_timestamp",), ("message_create",), ("message_create", "sender_id"),
                ("message_create", "message_data"), ("message_create", "message_data", "text"),
                ("message_create", "message_data", "attachment")]
@@ -72,10 +72,10 @@ def well_formed(delivery) -> set[tuple[str, str]]:
             continue
         create = event.get("message_create")
         event_id = event.get("id")
-        if not (isinstance(event_id, str) and DIGITS.fullmatch(event_id) and isinstance(create, dict)):
+        if not (isinstance(event_id, str) and IDS.fullmatch(event_id) and isinstance(create, dict)):
             continue
         sender, data = create.get("sender_id"), create.get("message_data")
-        if not (isinstance(sender, str) and DIGITS.fullmatch(sender)) or sender == BOT_ID:
+        if not (isinstance(sender, str) and IDS.fullmatch(sender)) or sender == BOT_ID:
             continue
         if isinstance(data, dict) and isinstance(data.get("text", ""), (str, type(None))):
             found.add((event_id, sender))

@@ -234,6 +234,17 @@ def test_bots_own_message_is_acknowledged_not_queued(app, client):
     assert pending(app) == 0
 
 
+def test_sender_id_with_a_leading_zero_is_malformed_not_answered(app, client, emulator, web_log):
+    """"0" + the bot's id is the bot's id as a number: it must not be answered as another user."""
+    delivery = {"for_user_id": BOT_ID, "direct_message_events": [dm_event("1900000000000000009", "0" + BOT_ID, "hi")]}
+    assert post_delivery(client, delivery).status_code == 200  # acknowledged: X must not retry it
+    assert pending(app) == 0
+    drain(app)
+    assert emulator.sent == []
+    [line] = [line for line in web_log if "event=delivery.accepted" in line]
+    assert "malformed=1" in line
+
+
 def test_delivery_for_another_account_is_not_answered(app, client):
     delivery = payload("dm_message_create.json")
     delivery["for_user_id"] = "2999999999"
