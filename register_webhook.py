@@ -4,7 +4,8 @@
     python register_webhook.py status | check | replay --since 2h | delete [ID] | ...
 
 Settings come from the environment or .env, like the app's (api_config.py). Safe to run
-twice. Exit codes: 0 done, 1 X refused (with the next step to take), 2 usage or settings.
+twice. Exit codes: 0 done, 1 X refused or could not be reached (one line with the next step
+to take), 2 usage or settings.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from api_config import SettingsError, load_settings
-from catbot.account_activity import AccountActivity, XRefused
+from catbot.account_activity import AccountActivity, XRefused, XUnreachable
 
 MAX_REPLAY = 24 * 3600
 
@@ -255,6 +256,11 @@ def run(argv: list[str] | None = None, api_factory: Callable[..., AccountActivit
         code, error = 2, {"reason": "usage", "detail": str(exc)}
         if not args.json:
             print(f"error: {exc}", file=sys.stderr)
+    except XUnreachable as unreachable:  # local: the network or X_API_BASE_URL, not X's verdict
+        code, error = 1, {"reason": unreachable.reason, "status": None, "detail": unreachable.detail,
+                          "advice": unreachable.advice}
+        if not args.json:
+            print(f"error: {unreachable}; {unreachable.advice}", file=sys.stderr)
     except XRefused as refused:
         code, error = 1, {"reason": refused.reason, "status": refused.status, "detail": refused.detail,
                           "advice": refused.advice}

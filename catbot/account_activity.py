@@ -59,6 +59,24 @@ class XRefused(Exception):
         return ADVICE.get(self.reason) or ADVICE.get(self.status or 0) or ""
 
 
+class XUnreachable(XRefused):
+    """X was never asked, or what answered was not X's API: a local condition (network, proxy,
+    ``X_API_BASE_URL``), so the advice is local too, never X's reasons or permissions.
+
+    A subclass of :class:`XRefused` so that code for which any failed call is the same
+    (``Runtime.replay_missed``) keeps one ``except``; ``register_webhook.py`` tells them apart."""
+
+    def __init__(self, base_url: str, problem: str) -> None:
+        super().__init__(None, "unreachable", f"could not reach X at {base_url}: {problem}")
+
+    def __str__(self) -> str:
+        return self.detail
+
+    @property
+    def advice(self) -> str:
+        return "check X_API_BASE_URL and your network"
+
+
 def _refusal(response: requests.Response) -> XRefused:
     try:
         body = response.json()
@@ -96,15 +114,45 @@ class AccountActivity:
 
     # -- plumbing -------------------------------------------------------------------------------
     def bearer(self) -> str:
-        """The app-only bearer token: BEARER_TOKEN, or one fetched with the consumer key and secret."""
+        """The app-only bearer token: BEARER_TOKEN, or one fetched with the consumer key and secret.
+
+        The fetch goes through :meth:`_request` like every other call, so an unreachable X is
+        the same clean error with or without BEARER_TOKEN."""
         if self._bearer is None:
-            response = self.session.post(API + "/oauth2/token", data={"grant_type": "client_credentials"},
-                                         auth=(quote(self.settings.consumer_key, safe=""),
-                                               quote(self.settings.consumer_secret, safe="")))
-            if response.status_code != 200:
-                raise _refusal(response)
-            self._bearer = response.json()["access_token"]
+            response = self._request("POST", "/oauth2/token", data={"grant_type": "client_credentials"},
+                                     auth=(quote(self.settings.consumer_key, safe=""),
+                                           quote(self.settings.consumer_secret, safe="")))
+            token = self._json(response).get("access_token")
+            if not isinstance(token, str) or not token:
+                raise XUnreachable(self.settings.x_api_base_url, "the token answer has no access_token")
+            self._bearer = token
         return self._bearer
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The one place a request to X is made: a transport failure (refused connection, DNS,
+        timeout, an unusable X_API_BASE_URL) becomes :class:`XUnreachable`, an error answer
+        :class:`XRefused`."""
+        try:
+            response = self.session.request(method, API + path, **kwargs)
+        except requests.RequestException as exc:
+            raise XUnreachable(self.settings.x_api_base_url, type(exc).__name__) from exc
+        if not 200 <= response.status_code < 300:
+            raise _refusal(response)
+        return response
+
+    def _json(self, response: requests.Response) -> dict[str, Any]:
+        """A success answer's JSON object; anything else came from something that is not X's API
+        (a wrong X_API_BASE_URL, a captive portal), which is a local problem too."""
+        if not response.content:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise XUnreachable(self.settings.x_api_base_url,
+                               f"HTTP {response.status_code} with a body that is not X's JSON")
+        return body
 
     def _call(self, method: str, path: str, *, user: bool = False, json: Any = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"json": json}
@@ -112,14 +160,7 @@ class AccountActivity:
             kwargs["auth"] = self.user_auth
         else:
             kwargs["headers"] = {"Authorization": f"Bearer {self.bearer()}"}
-        try:
-            response = self.session.request(method, API + path, **kwargs)
-        except requests.RequestException as exc:
-            raise XRefused(None, "unreachable", f"could not reach X at {self.settings.x_api_base_url}: "
-                                                f"{type(exc).__name__}") from exc
-        if not 200 <= response.status_code < 300:
-            raise _refusal(response)
-        return response.json() if response.content else {}
+        return self._json(self._request(method, path, **kwargs))
 
     # -- webhooks ---------------------------------------------------------------------------------
     def webhooks(self) -> list[dict[str, Any]]:

@@ -5,9 +5,10 @@ import subprocess
 import time
 
 import pytest
+from flask import Flask
 
 from conftest import CREDS, ServerThread, runtime_of
-from processes import ROOT, VENV_BIN, bot_env
+from processes import ROOT, VENV_BIN, bot_env, free_port
 from catbot.web import create_app
 
 SECRETS = (CREDS.consumer_secret, CREDS.access_token_secret)
@@ -175,6 +176,61 @@ def test_bad_consumer_credentials_get_a_permission_hint(cli, bot_url):
     result = cli("status", CONSUMER_KEY="not-the-key", BEARER_TOKEN="")
     assert result.returncode == 1
     assert "next step" in result.stderr
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on: X is unreachable, a purely local condition."""
+    return free_port()
+
+
+@pytest.mark.parametrize("bearer", ["", "a-bearer-token"], ids=["fetched-bearer", "BEARER_TOKEN"])
+@pytest.mark.parametrize("command", [["status"], ["subscribe"], ["check"]])
+def test_unreachable_x_is_one_line_exit_1_with_or_without_bearer_token(cli, closed_port, bearer, command):
+    """Without BEARER_TOKEN the bearer fetch is the first call to X: it must fail the same way."""
+    base = f"http://127.0.0.1:{closed_port}"
+    result = cli(*command, X_API_BASE_URL=base, BEARER_TOKEN=bearer)
+    assert (result.returncode, result.stdout, result.stderr.splitlines()) == (
+        1, "", [f"error: could not reach X at {base}: ConnectionError; check X_API_BASE_URL and your network"])
+
+
+def test_unreachable_x_during_setup_is_not_reported_as_x_refusing(cli, bot_url, closed_port):
+    result = cli("setup", bot_url, X_API_BASE_URL=f"http://127.0.0.1:{closed_port}", BEARER_TOKEN="")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "X refused" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: could not reach X at http://127.0.0.1:{closed_port}")
+
+
+def test_unusable_x_api_base_url_is_a_local_error(cli):
+    """A port out of range passes the settings check but cannot be connected to."""
+    result = cli("status", X_API_BASE_URL="http://127.0.0.1:99999", BEARER_TOKEN="")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "X refused" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: could not reach X at http://127.0.0.1:99999: ") and "X_API_BASE_URL" in line
+
+
+def test_something_else_answering_at_x_api_base_url_is_a_local_error(cli):
+    """A captive portal or a wrong X_API_BASE_URL: 200 with a web page, on every path."""
+    portal = Flask("portal")
+    portal.add_url_rule("/<path:_>", "page", lambda _: "<html>sign in to the network</html>", methods=["GET", "POST"])
+    server = ServerThread(portal)
+    try:
+        result = cli("status", X_API_BASE_URL=server.url, BEARER_TOKEN="")
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "X refused" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: could not reach X at {server.url}: HTTP 200 ") and "X_API_BASE_URL" in line
+
+
+def test_unreachable_x_in_json_mode(cli, closed_port):
+    result = cli("--json", "status", X_API_BASE_URL=f"http://127.0.0.1:{closed_port}", BEARER_TOKEN="")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] is False
+    assert data["error"]["reason"] == "unreachable" and "X_API_BASE_URL" in data["error"]["advice"]
 
 
 def test_bad_access_token_secret_fails_subscribe_with_hint(cli, bot_url, emulator):
