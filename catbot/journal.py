@@ -8,24 +8,40 @@ de-duplication and queueing happen, recording each file's offset in the same tra
 
 A writer holds a shared ``flock`` on its file for as long as it lives; a file whose lock can
 be taken exclusively belongs to a process that is gone (the kernel releases locks of killed
-processes), so once imported it can be deleted. A torn last line from a writer that died
-mid-``write`` was never acknowledged, and is dropped.
+processes), so once imported it can be deleted. Two rules keep that inference sound:
+
+- a file is created under a temporary name, locked, and only then renamed into place, so an
+  importer never sees a journal file that is unlocked while its writer lives;
+- a writer checks after each write that its file is still the one at its path (not unlinked,
+  not replaced); if it is not, what it wrote went nowhere, so it opens a new file and writes
+  again before the webhook acknowledges.
+
+A write that fails (disk full) is undone (the file is cut back to its last whole line) or, if
+that fails too, the file is given up: its descriptor is closed, which releases the lock, so the
+importers can finish it and delete it. A torn last line from a writer that died mid-``write``
+was never acknowledged, and is dropped.
 """
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Sequence
 
 from catbot.events import IncomingDM
+from catbot.logs import event
 from catbot.replies import Intent
 
 ROTATE_BYTES = 8 * 1024 * 1024
 READ_LIMIT = 256 * 1024  # bytes of one file per import transaction: about 3,000 messages
 SUFFIX = ".jsonl"
+OPENING_SUFFIX = ".opening"  # a file being created: not yet locked, so not yet a journal
+
+log = logging.getLogger("catbot.journal")
 
 
 class JournalUnavailable(Exception):
@@ -55,42 +71,96 @@ class Journal:
         self._fd: int | None = None
         self._pid = 0
         self._size = 0
+        self._path: Path | None = None
+        self._identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file this process writes
         self._lock = threading.Lock()
         self._seen_sizes: dict[str, int] = {}
 
     # -- writing (the webhook) ------------------------------------------------------------------
     def _open(self) -> int:
+        """A new file for this process, visible under its journal name only once it is locked:
+        an importer that saw it unlocked would take its writer for dead and delete it."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # "my writer is alive" for as long as this process is
-        self._fd, self._pid, self._size = fd, os.getpid(), 0
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        temporary, path = self.directory / (name + OPENING_SUFFIX), self.directory / (name + SUFFIX)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # "my writer is alive" for as long as this process is
+            os.rename(temporary, path)
+            stat = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(temporary)
+            raise
+        self._fd, self._pid, self._size, self._path = fd, os.getpid(), 0, path
+        self._identity = (stat.st_dev, stat.st_ino)
         return fd
 
+    def _close_file(self) -> None:
+        """Stop writing the current file; closing releases its lock, so importers may finish
+        and delete it."""
+        fd, self._fd = self._fd, None
+        if fd is not None and self._pid == os.getpid():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _in_place(self) -> bool:
+        """Is the file this process writes still the one at its path? (Not unlinked, not
+        replaced, its folder not removed.)"""
+        try:
+            stat = os.stat(self._path)  # type: ignore[arg-type]
+        except OSError:
+            return False
+        return (stat.st_dev, stat.st_ino) == self._identity
+
+    def _undo(self, fd: int) -> None:
+        """After a failed write: cut the file back to its last whole line, so the next line
+        does not land behind a torn one; if even that fails, give the file up."""
+        try:
+            os.ftruncate(fd, self._size)
+        except OSError:
+            self._close_file()
+
     def append(self, items: Sequence[tuple[IncomingDM, Intent]], now: float) -> None:
-        """Durably note these messages (against the process dying) before X gets its 200."""
+        """Durably note these messages (against the process dying) before X gets its 200.
+
+        Raises :class:`JournalUnavailable` when they could not be written (the webhook answers
+        503 and X delivers again)."""
         if not items:
             return
         data = encode(items, now)
         with self._lock:
-            try:
-                fd = self._fd if self._fd is not None and self._pid == os.getpid() else self._open()
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                self._size += len(data)
-                if self._size >= self.rotate_bytes:
-                    os.close(fd)  # releases the lock: importers may delete it once imported
-                    self._fd = None
-            except OSError as exc:
-                self._fd = None
-                raise JournalUnavailable(str(exc)) from exc
+            for _ in range(3):
+                try:
+                    if self._fd is None or self._pid != os.getpid():
+                        self._fd = None  # a forked child never writes its parent's file
+                        self._open()
+                    fd = self._fd
+                    assert fd is not None
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                    except OSError:
+                        self._undo(fd)
+                        raise
+                except OSError as exc:
+                    raise JournalUnavailable(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+                if self._in_place():
+                    self._size += len(data)
+                    if self._size >= self.rotate_bytes:
+                        self._close_file()
+                    return
+                # Unlinked or replaced under us: those bytes reached no file an importer reads.
+                event(log, "journal.reopened", logging.WARNING, reason="file unlinked or replaced")
+                self._close_file()
+            raise JournalUnavailable("the journal file keeps disappearing")
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None and self._pid == os.getpid():
-                os.close(self._fd)
-            self._fd = None
+            self._close_file()
 
     # -- reading (the consumers) ----------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -112,19 +182,45 @@ class Journal:
         return news
 
     @staticmethod
-    def writer_gone(path: Path) -> bool:
-        """True when no live process holds the file open for writing."""
+    def retire(path: Path, imported: int) -> bool:
+        """Delete ``path`` if its writer is gone and every whole line in it was imported
+        (``imported`` is the offset the store recorded). True when the file is gone.
+
+        Both are decided under an exclusive lock, which a live writer's shared lock refuses: a
+        line written just before its writer died is still seen here and imported first. A
+        torn last line (no newline) was never acknowledged."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return True
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # its writer lives
+            os.lseek(fd, imported, os.SEEK_SET)
+            while chunk := os.read(fd, READ_LIMIT):
+                if b"\n" in chunk:
+                    return False  # not imported yet
+            _unlink_quietly(path)
             return True
-        except BlockingIOError:
-            return False
         finally:
             os.close(fd)
+
+    def remove_leftovers(self, older_than: float = 60.0) -> None:
+        """Temporary files of writers killed between creating and naming their file: never
+        written to, so nothing in them to import."""
+        try:
+            leftovers = [p for p in self.directory.iterdir() if p.name.endswith(OPENING_SUFFIX)]
+        except FileNotFoundError:
+            return
+        cutoff = time.time() - older_than
+        for path in leftovers:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    self.retire(path, 0)
+            except FileNotFoundError:
+                continue
 
     @staticmethod
     def read_lines(path: Path, offset: int, limit: int = READ_LIMIT) -> tuple[list[str], int, bool]:
@@ -148,3 +244,9 @@ class Journal:
                 continue
         return total
 
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

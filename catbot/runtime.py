@@ -52,6 +52,8 @@ class Runtime:
             if result.new or result.duplicates or result.ignored:
                 event(log, "delivery.recorded", new=result.new, duplicates=result.duplicates,
                       ignored=result.ignored)
+            if result.malformed:
+                event(log, "journal.malformed", logging.WARNING, lines=result.malformed)
 
     def backlog(self) -> dict[str, object]:
         """The store's health plus what is journaled but not yet imported."""

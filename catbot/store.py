@@ -12,6 +12,7 @@ commit survives the process being killed, which is what SIGKILL and dyno restart
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -40,6 +41,7 @@ class RecordResult:
     duplicates: int  # events seen before (redelivery, replay)
     ignored: int  # new events that need no reply (TRIGGER_PATTERN did not match)
     wake: bool = False  # no wake-up was pending: the caller should enqueue one
+    malformed: int = 0  # journal lines that could not be read (logged and counted)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ create table if not exists catbot_marks (
 create table if not exists catbot_journal (
     file text primary key, offset integer not null);
 create table if not exists catbot_flags (
+    name text primary key, value integer not null);
+create table if not exists catbot_counters (
     name text primary key, value integer not null);
 insert or ignore into catbot_flags (name, value) values ('wake', 0);
 """
@@ -207,13 +211,13 @@ class SqliteStore:
         and since importing goes through the same de-duplication as ``record``, even a repeat
         would be harmless. Each chunk merges the files by arrival time, so users queue in the
         order they wrote whichever worker took their delivery; chunks repeat until caught up."""
-        totals, wake = [0, 0, 0], False
+        totals, wake = [0, 0, 0, 0], False
         while True:
             result, more = self._import_chunk(journal)
-            totals = [a + b for a, b in zip(totals, (result.new, result.duplicates, result.ignored))]
+            totals = [a + b for a, b in zip(totals, (result.new, result.duplicates, result.ignored, result.malformed))]
             wake = wake or result.wake
             if not more:
-                return RecordResult(*totals, wake=wake)
+                return RecordResult(*totals[:3], wake=wake, malformed=totals[3])
 
     def _import_chunk(self, journal) -> tuple[RecordResult, bool]:
         """One transaction: up to ``catbot.journal.READ_LIMIT`` bytes from every file that grew.
@@ -231,24 +235,28 @@ class SqliteStore:
                 offsets = dict(db.execute("select file, offset from catbot_journal").fetchall())
                 db.execute("delete from temp.catbot_lines")
                 db.execute("delete from temp.catbot_incoming")
-                ends = {}
+                ends, read = {}, 0
                 for path in grown:
                     lines, end, full = journal.read_lines(path, offsets.get(path.name, 0))
                     if lines:
                         db.executemany("insert into temp.catbot_lines (line) values (?)", zip(lines))
                         ends[path.name] = end
+                        read += len(lines)
                         more = more or full
                     else:
                         done.append(path)
-                db.execute(_STAGE_LINES)  # merged by arrival time across the workers' files
+                staged = db.execute(_STAGE_LINES).rowcount  # merged by arrival time across the workers' files
                 result = self._record_staged(db)
+                if read > staged:  # never silently: a line the webhook wrote and nobody can read
+                    self._count(db, "journal_malformed_lines", read - staged)
+                    result = dataclasses.replace(result, malformed=read - staged)
                 db.executemany("insert or replace into catbot_journal (file, offset) values (?, ?)", ends.items())
-        for path in done:
-            if journal.writer_gone(path):
-                # Fully imported (a torn last line was never acknowledged) and nobody writes here.
-                with self._tx() as db:
-                    db.execute("delete from catbot_journal where file = ?", (path.name,))
-                path.unlink(missing_ok=True)
+        if done:
+            offsets = self.journal_offsets()
+            for path in done:
+                if journal.retire(path, offsets.get(path.name, 0)):
+                    with self._tx() as db:
+                        db.execute("delete from catbot_journal where file = ?", (path.name,))
         return result, more
 
     def journal_offsets(self) -> dict[str, int]:
@@ -426,7 +434,15 @@ class SqliteStore:
     def health(self) -> dict[str, object]:
         pending, users = self._read("select count(*), count(distinct for_user_id || ':' || user_id)"
                                     " from catbot_inbox")[0]
-        return {"backend": self.backend, "pending_messages": pending, "users_waiting": users}
+        counters = dict(self._read("select name, value from catbot_counters order by name"))
+        return {"backend": self.backend, "pending_messages": pending, "users_waiting": users, **counters}
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, name: str, n: int) -> None:
+        """Add ``n`` to a counter that ``/healthz`` shows (things that went wrong and were
+        handled)."""
+        db.execute("insert into catbot_counters (name, value) values (?, ?)"
+                   " on conflict (name) do update set value = value + excluded.value", (name, n))
 
     def prune(self, now: float) -> None:
         """Forget what can no longer matter: old event ids and old per-user send times."""

@@ -1,6 +1,10 @@
 """The per-process journal: what the webhook writes is imported once, even when writers die."""
+import errno
+import fcntl
+import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,12 +13,13 @@ import threading
 import time
 
 import pytest
+import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import BOT_ID, drain, post_delivery, runtime_of
 from catbot.events import IncomingDM
-from catbot.journal import READ_LIMIT, Journal
+from catbot.journal import READ_LIMIT, Journal, JournalUnavailable
 from catbot.replies import Intent
 from catbot.store import SqliteStore
 
@@ -202,3 +207,238 @@ def test_what_a_user_writes_while_their_reply_is_on_its_way_is_answered_by_it(ap
     in_flight.join()
     drain(app)
     assert [dm.participant_id for dm in emulator.sent] == ["3000000001", "3000000002"]
+
+
+# -- a journal never vanishes under a live writer (issue 10, item 2) ------------------------------
+class _ImportWhenLocking:
+    """``fcntl`` as the journal sees it, except that an importer runs a full import (and its
+    clean-up of dead writers' files) at the moment a writer is about to lock a new file: the
+    exact interleaving that once made an importer delete a live writer's file."""
+
+    def __init__(self, store: SqliteStore, journal: Journal) -> None:
+        self.store, self.journal, self.busy = store, journal, False
+        self.LOCK_SH, self.LOCK_EX, self.LOCK_NB = fcntl.LOCK_SH, fcntl.LOCK_EX, fcntl.LOCK_NB
+
+    def flock(self, fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_SH and not self.busy:
+            self.busy = True
+            try:
+                self.store.import_journal(self.journal)
+            finally:
+                self.busy = False
+        fcntl.flock(fd, operation)
+
+
+def test_an_importer_never_sees_a_new_journal_file_before_it_is_locked(tmp_path, monkeypatch):
+    store, writer, importer = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j"), Journal(tmp_path / "j")
+    monkeypatch.setattr("catbot.journal.fcntl", _ImportWhenLocking(store, importer))
+    writer.append([dm(1)], 1000.0)  # acknowledged
+    monkeypatch.undo()
+    assert store.import_journal(importer).new == 1
+    assert store.health()["pending_messages"] == 1
+
+
+def test_a_writer_whose_folder_was_removed_writes_again_before_acknowledging(tmp_path):
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j")
+    journal.append([dm(1)], 1000.0)
+    shutil.rmtree(tmp_path / "j")  # an operator, a clean-up script, a bad deploy
+    journal.append([dm(2)], 1001.0)
+    journal.append([dm(3)], 1002.0)
+    assert store.import_journal(journal).new == 2  # dm(1) went with the folder before its import
+    assert store.health()["pending_messages"] == 2
+
+
+def test_a_writer_whose_file_was_replaced_writes_again_before_acknowledging(tmp_path):
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(tmp_path / "j")
+    journal.append([dm(1)], 1000.0)
+    [path] = journal.files()
+    path.rename(tmp_path / "elsewhere")
+    path.write_bytes(b"")
+    journal.append([dm(2)], 1001.0)
+    assert store.import_journal(journal).new == 1
+    assert len(journal.files()) == 1 and journal.files()[0] != path  # the stray empty file is retired
+
+
+_SHORT_LIVED_WRITER = """
+import sys
+sys.path.insert(0, {root!r})
+from catbot.journal import Journal
+from catbot.events import IncomingDM
+from catbot.replies import Intent
+j = Journal({directory!r})
+for k in range(5):
+    j.append([(IncomingDM("2000000001", str(10**17 + {n} * 10 + k), "3001", "", 0), Intent.FACT)], 1000.0)
+"""
+
+
+def _poll_imports(path: str, directory: str, stop) -> None:
+    store, journal = SqliteStore(path), Journal(directory)
+    while not stop.is_set():
+        store.import_journal(journal)
+
+
+def test_short_lived_writers_and_polling_importers_lose_nothing(tmp_path):
+    """The race driver from the report: two importers polling while writers come and go."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path, directory = str(tmp_path / "s.sqlite3"), str(tmp_path / "j")
+    SqliteStore(path)
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    importers = [ctx.Process(target=_poll_imports, args=(path, directory, stop)) for _ in range(2)]
+    for p in importers:
+        p.start()
+    try:
+        writers = 60
+        for batch in range(0, writers, 6):
+            procs = [subprocess.Popen([sys.executable, "-c", _SHORT_LIVED_WRITER.format(
+                root=root, directory=directory, n=n)]) for n in range(batch, batch + 6)]
+            assert [p.wait(timeout=30) for p in procs] == [0] * 6
+    finally:
+        stop.set()
+        for p in importers:
+            p.join(timeout=30)
+    store = SqliteStore(path)
+    store.import_journal(Journal(directory))
+    assert store.health()["pending_messages"] == writers * 5
+
+
+def test_lines_an_import_cannot_read_are_logged_and_counted(tmp_path, caplog, app):
+    runtime = runtime_of(app)
+    runtime.journal.append([dm(1)], 1000.0)
+    with open(runtime.journal.files()[0], "ab") as f:
+        f.write(b'["2000000001","1","3001","fact"]\n{"not": "a journal line"}\n')
+    runtime.journal.append([dm(2)], 1001.0)
+    with caplog.at_level(logging.WARNING, logger="catbot"):
+        runtime.ingest()
+    assert runtime.store.health()["pending_messages"] == 2
+    assert runtime.backlog()["journal_malformed_lines"] == 2
+    assert any("event=journal.malformed" in r.getMessage() and "lines=2" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unwritable_journal_folder_answers_503_then_recovers(app, client, emulator):
+    folder = runtime_of(app).journal.directory
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.write_text("not a folder")  # mkdir and every write into it fail
+    answer = post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    assert answer.status_code == 503  # X delivers again; never a 200 for what was not written
+    folder.unlink()
+    assert post_delivery(client, delivery_from("3000000001", "1800000000000000001")).status_code == 200
+    drain(app)
+    assert [dm.participant_id for dm in emulator.sent] == ["3000000001"]
+
+
+def test_deliveries_after_the_journal_folder_is_removed_are_answered(app, client, emulator):
+    post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    drain(app)
+    shutil.rmtree(runtime_of(app).journal.directory)
+    for n in range(2, 7):
+        assert post_delivery(client, delivery_from(str(3000000000 + n), f"180000000000000000{n}")).status_code == 200
+    drain(app)
+    assert sorted(dm.participant_id for dm in emulator.sent) == [str(3000000000 + n) for n in range(1, 7)]
+    assert runtime_of(app).backlog()["journal_bytes"] == 0
+
+
+# -- a full disk (issue 10, item 3) -----------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real small file system (tmpfs; the tests run as root) that ``_fill`` fills up."""
+    mounted = []
+
+    def mount(size: str = "256k"):
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(disk, leave: int) -> None:
+    """Fill ``disk`` up to ``leave`` bytes of free space."""
+    stat = os.statvfs(disk)
+    free = stat.f_bavail * stat.f_frsize
+    with open(disk / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * max(0, free - leave))
+            f.flush()
+        except OSError as exc:  # others wrote meanwhile: full is full
+            assert exc.errno == errno.ENOSPC
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_full_disk_leaks_no_descriptor_and_no_file_and_recovers(tmp_path, small_disk):
+    small_disk = small_disk()
+    store, journal = SqliteStore(str(tmp_path / "s.sqlite3")), Journal(small_disk / "j")
+    journal.append([dm(0)], 1000.0)
+    _fill(small_disk, leave=2048)
+    acknowledged, failed = [0], 0
+    fds = None
+    for n in range(1, 400):
+        try:
+            journal.append([dm(n)], 1000.0 + n)
+            acknowledged.append(n)
+        except JournalUnavailable:
+            failed += 1
+            fds = fds or _open_fds()
+    assert failed > 200
+    assert _open_fds() == fds  # nothing opened per failure
+    assert len(journal.files()) == 1  # and no new file per failure
+    (small_disk / "filler").unlink()  # space comes back
+    journal.append([dm(1000)], 2000.0)
+    acknowledged.append(1000)
+    assert store.import_journal(journal).new == len(acknowledged)  # every acknowledged line, once
+    assert journal.pending_bytes(store.journal_offsets()) == 0  # no torn bytes left behind
+    journal.close()
+    store.import_journal(journal)
+    assert journal.files() == []  # the writer is gone: retired
+
+
+def test_a_full_disk_under_gunicorn_answers_503_leaks_nothing_and_recovers(settings, emulator, small_disk, tmp_path):
+    from processes import Gunicorn, bot_env
+    small_disk = small_disk("8m")
+    bot = Gunicorn(bot_env(settings.replace(sqlite_path=str(small_disk / "catbot.sqlite3"))), workers=1,
+                   log_path=tmp_path / "gunicorn.log")
+    try:
+        emulator.set_rate_limit(1000, 900)
+        emulator.register(bot.url + "/webhook/twitter")
+        assert emulator.deliver_dm("3000000001", "before")[1].status_code == 200
+        emulator.wait_for_sent(1, timeout=15)
+        worker = _worker_pids(bot.proc.pid)[0]
+        _fill(small_disk, leave=0)
+        before = len(os.listdir(f"/proc/{worker}/fd"))
+        statuses = {str(3000000100 + n): emulator.deliver_dm(str(3000000100 + n), "during")[1].status_code
+                    for n in range(100)}
+        assert list(statuses.values()).count(503) >= 50  # X delivers again (the page already allocated takes a few lines)
+        assert len(os.listdir(f"/proc/{worker}/fd")) <= before + 2
+        (small_disk / "filler").unlink()
+        for n in range(5):
+            assert emulator.deliver_dm(str(3000000200 + n), "after")[1].status_code == 200
+        answered = {"3000000001"} | {u for u, status in statuses.items() if status == 200} | {
+            str(3000000200 + n) for n in range(5)}
+        emulator.wait_for_sent(len(answered), timeout=30)
+        deadline = time.monotonic() + 90  # the sweep imports and retires within a minute
+        while time.monotonic() < deadline:
+            health = requests.get(bot.url + "/healthz", timeout=5).json()
+            if health["status"] == "ok" and health["store"]["journal_bytes"] == health["store"]["pending_messages"] == 0:
+                break
+            time.sleep(0.5)
+        assert health["store"]["journal_bytes"] == 0 and health["store"]["pending_messages"] == 0
+        assert sorted(dm.participant_id for dm in emulator.sent) == sorted(answered)  # each acknowledged DM, once
+    finally:
+        bot.stop()
+
+
+def _worker_pids(master: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = open(f"/proc/{master}/task/{master}/children").read().split()
+        if children:
+            return [int(c) for c in children]
+        time.sleep(0.1)
+    raise AssertionError("no gunicorn worker")
