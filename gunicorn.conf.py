@@ -7,9 +7,17 @@ restart) lets the task in hand finish before the worker exits.
 import os
 
 # Heroku sets PORT (gunicorn binds 0.0.0.0:$PORT by itself) and WEB_CONCURRENCY by dyno size.
-# Without it: 2 sync workers, what make bench measured as best on a 2-core machine (4 was over
-# the memory target, gthread slower; docs/performance.md).
+# Without it: 2 workers, what make bench measured as best on a 2-core machine (4 was over the
+# memory target; docs/performance.md).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+# Each worker receives every request whole in its main loop, without blocking, and only then runs
+# it in one of its threads, so slow or stalled clients cannot hold a worker (catbot/server.py;
+# with sync workers two of them took the bot offline). A request must arrive within 10 s.
+worker_class = "catbot.server.BufferedThreadWorker"
+threads = 4  # threads only run whole requests: a few cover the app's own waits (SQLite, the journal)
+worker_connections = 250  # per worker; when full, the connection waiting longest for its request goes
+keepalive = 2  # seconds an idle connection is kept for its next request (gunicorn's default)
 graceful_timeout = 25  # inside Heroku's 30 s between SIGTERM and SIGKILL
 timeout = 30
 

@@ -73,14 +73,25 @@ class Worker(Process):
 
 
 class Gunicorn(Process):
-    """``gunicorn app:app`` from the repository root, as the Procfile runs it."""
+    """``gunicorn app:app`` from the repository root, as the Procfile runs it.
 
-    def __init__(self, env: dict[str, str], workers: int = 2, log_path: Path | None = None) -> None:
+    ``workers=None`` passes no ``-w``, so the worker count comes from ``gunicorn.conf.py`` (and
+    ``WEB_CONCURRENCY``) exactly as in production; ``extra_args`` are further command-line flags."""
+
+    def __init__(self, env: dict[str, str], workers: int | None = 2, log_path: Path | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__([str(VENV_BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{self.port}", "-w", str(workers)],
-                         env, log_path)
+        args = [str(VENV_BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{self.port}"]
+        if workers is not None:
+            args += ["-w", str(workers)]
+        super().__init__(args + list(extra_args), env, log_path)
         self.wait_healthy()
+
+    def worker_pids(self) -> list[int]:
+        """The master's children: its workers (a worker killed and replaced shows as a new pid)."""
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        return sorted(int(pid) for pid in out.stdout.split())
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
