@@ -17,7 +17,7 @@ import catfacts
 from catbot.logs import event
 from catbot.replies import Plan, compose, plan
 from catbot.settings import Settings
-from catbot.store import Batch, Completion
+from catbot.store import Batch, Completion, StoreUnavailable
 from catbot.xclient import SendResult, XSender
 
 PASS_SECONDS = 20.0  # a pass hands over to a fresh task after this, so shutdowns stay quick
@@ -41,19 +41,22 @@ def backoff(attempt: int) -> float:
 
 class Deliverer:
     def __init__(self, settings: Settings, store, sender: XSender, facts: catfacts.CatFactsAPI,
-                 clock=time.time, ingest=lambda: None) -> None:
+                 clock=time.time, ingest=lambda: None, sleep=time.sleep, announce=lambda: None) -> None:
         self.settings = settings
         self.store = store
         self.sender = sender
         self.facts = facts
         self.clock = clock
         self.ingest = ingest  # imports journaled deliveries (embedded default; see run_pass)
+        self.sleep = sleep
+        self.announce = announce  # this process is alive, before it claims anything (catbot.liveness)
 
     def run_pass(self) -> PassResult:
         """Deliver due replies until none is due, the budget is spent, or the pass is long."""
         result = PassResult()
         started = self.clock()
         first = True
+        self.announce()
         while True:
             now = self.clock()
             if now - started > PASS_SECONDS:
@@ -106,9 +109,20 @@ class Deliverer:
             event(log, "reply.deferred", reason="rate_budget", until=int(wait_until), **who)
             return wait_until
         text, rotation = self._text(p, batch)
+        # The last word before the send: a consumer that stalled past its lease (a paused
+        # container, swap, a long GC) must not send what another consumer may have answered
+        # meanwhile. Renewing also gives the send a whole lease to finish in.
+        lease = self.settings.reply_lease_seconds
+        if not self.store.renew(batch, self.clock(), lease):
+            self.store.settle_send(batch.token, (), self.clock())  # give the reserved slot back
+            event(log, "reply.lease_lost", logging.WARNING, stage="before_send", **who)
+            return None
+        lease_ends = time.monotonic() + lease
         result = self.sender.send(batch.user_id, text)  # never raises for X's or the network's failures
+        if result.kind == "sent":
+            return self._sent(batch, p, result, rotation, who, lease_ends)
         self.store.settle_send(batch.token, result.windows, self.clock())
-        return self._record(batch, p, result, rotation, who)
+        return self._record(batch, p, result, who)
 
     def _text(self, p: Plan, batch: Batch) -> tuple[str, tuple[int, int] | None]:
         fact, rotation = None, None
@@ -119,19 +133,44 @@ class Deliverer:
                 rotation = catfacts.next_rotation(batch.fact_seed, batch.fact_pos)
         return compose(p, fact, opener_seed=batch.seqs[0]), rotation
 
-    def _record(self, batch: Batch, p: Plan, result: SendResult, rotation, who) -> float | None:
+    def _sent(self, batch: Batch, p: Plan, result: SendResult, rotation, who, lease_ends: float) -> None:
+        """X accepted the DM. Until the store knows, the batch is claimed and would be sent again
+        when the lease runs out; so the completion is retried until it lands (within the
+        lease) before anything optional. What remains is the process dying right here."""
+        try:
+            self.ingest()  # what the user wrote while the reply was on its way: absorbed or queued
+        except StoreUnavailable:
+            pass  # optional: those messages wait for the next pass
+        seed, pos = rotation if rotation else (None, None)
+        done = Completion(opted_out=p.opted_out, sent=True, absorb_facts=p.fact, fact_seed=seed, fact_pos=pos)
+        now = self.clock()  # one time for every try: a retry of a completion that did land is a no-op
+        ours = self._until_stored(lambda: self.store.complete(batch, done, now), lease_ends, "complete", who)
+        event(log, "reply.sent", status=result.status, dm_event=result.dm_event_id,
+              source="bundled" if rotation else ("api" if p.fact else "text"), **who)
+        if ours is False:
+            event(log, "reply.lease_lost", logging.WARNING, stage="after_send", **who)
+        # The reservation lapses by itself; X's headers keep the shared budget exact.
+        self._until_stored(lambda: self.store.settle_send(batch.token, result.windows, self.clock()), lease_ends,
+                           "settle", who, logging.WARNING)
+        return None
+
+    def _until_stored(self, write, until: float, what: str, who, level: int = logging.ERROR) -> object:
+        """``write()``, retried while the store is unavailable, until ``until`` (monotonic)."""
+        delay = 0.05
+        while True:
+            try:
+                return write()
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay >= until:
+                    event(log, "reply.unrecorded", level, step=what, error=str(exc)[:200], **who)
+                    return None
+                event(log, "store.retrying", logging.WARNING, step=what, error=str(exc)[:200], **who)
+                self.sleep(delay)
+                delay = min(0.5, delay * 2)
+
+    def _record(self, batch: Batch, p: Plan, result: SendResult, who) -> float | None:
         now = self.clock()
         status = result.status
-        if result.kind == "sent":
-            self.ingest()  # what the user wrote while the reply was on its way: absorbed or queued
-            seed, pos = rotation if rotation else (None, None)
-            ours = self.store.complete(batch, Completion(opted_out=p.opted_out, sent=True, absorb_facts=p.fact,
-                                                         fact_seed=seed, fact_pos=pos), now)
-            event(log, "reply.sent", status=status, dm_event=result.dm_event_id,
-                  source="bundled" if rotation else ("api" if p.fact else "text"), **who)
-            if not ours:
-                event(log, "reply.lease_lost", logging.WARNING, **who)
-            return None
         if result.kind == "rate_limited":
             self.store.release(batch, result.retry_at, count_attempt=False)
             event(log, "reply.rate_limited", logging.WARNING, status=status, until=int(result.retry_at), **who)

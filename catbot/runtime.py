@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import catfacts
 from catbot.delivery import Deliverer
 from catbot.events import IncomingDM
 from catbot.journal import Journal
+from catbot.liveness import HEARTBEAT_SECONDS, Liveness, holder_id
 from catbot.logs import event
 from catbot.queue import Queue, build_huey
 from catbot.replies import classify
@@ -18,6 +21,7 @@ from catbot.xclient import XSender, build_tweepy_client
 
 log = logging.getLogger("catbot.runtime")
 REPLAY_AFTER_DOWNTIME = 120.0  # seconds without a sweep before a start asks X for a replay
+_watch_lock = threading.Lock()
 
 
 @dataclass
@@ -28,6 +32,8 @@ class Runtime:
     deliverer: Deliverer
     clock: object = time.time
     journal: Journal | None = None  # the embedded default's per-process journal; None on Redis
+    liveness: Liveness = None  # type: ignore[assignment]  # which consumers are alive (store.liveness())
+    _watching: int = field(default=0, repr=False)  # pid of the process whose watch runs
 
     def accept(self, messages: list[IncomingDM]) -> dict[str, int]:
         """Classify and durably record incoming DMs; returns what to log.
@@ -67,6 +73,8 @@ class Runtime:
         ids, and make sure due work has a task (after crashes)."""
         now = self.clock()
         self.ingest()
+        if self.journal is not None:
+            self.journal.remove_leftovers()
         if not self.store.try_lease("sweep", 45, now):
             return
         self.store.mark("alive", now)
@@ -84,11 +92,49 @@ class Runtime:
             event(log, "sweep", due_in=max(0, round(due - now)))
 
     def consumer_starting(self) -> float | None:
-        """Note that a consumer is starting; returns when the bot was last seen alive."""
+        """Note that a consumer is starting; returns when the bot was last seen alive.
+
+        Claims of consumers that died (the previous run's, after a crash) are taken over now
+        rather than when their lease runs out, and a watch keeps doing so while this runs."""
+        try:
+            self.liveness.announce()
+            self.take_over_dead_claims()
+        except Exception as exc:  # the watch tries again in a few seconds
+            event(log, "liveness.unavailable", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:160]}")
+        self._start_watch()
         try:
             return self.store.mark("alive", self.clock())
         except StoreUnavailable:
             return None
+
+    def take_over_dead_claims(self) -> int:
+        """Void the claims of consumers that are gone and wake a consumer for them."""
+        me = holder_id()
+        voided = self.store.void_leases(self.clock(), lambda holder: holder == me or self.liveness.alive(holder))
+        if voided:
+            event(log, "claims.taken_over", claims=voided)
+            self.queue.wake()
+        return voided
+
+    def _start_watch(self) -> None:
+        """Once per process: every few seconds, show this process alive and take over the claims
+        of consumers that are not."""
+        with _watch_lock:
+            if self._watching == os.getpid():
+                return
+            self._watching = os.getpid()
+
+        def watch() -> None:
+            while True:
+                time.sleep(HEARTBEAT_SECONDS)
+                try:
+                    self.liveness.beat()
+                    self.take_over_dead_claims()
+                except Exception as exc:  # Redis down, a locked database: next beat
+                    event(log, "liveness.unavailable", logging.WARNING,
+                          error=f"{type(exc).__name__}: {str(exc)[:160]}")
+
+        threading.Thread(target=watch, name="catbot-liveness", daemon=True).start()
 
     def replay_missed(self, since: float | None) -> None:
         """Ask X to re-deliver what arrived while no consumer was alive (``REPLAY_ON_START``).
@@ -121,8 +167,10 @@ def build_runtime(settings: Settings, *, sender: XSender | None = None,
     facts = facts or catfacts.CatFactsAPI(settings.catfacts_api_url, settings.catfacts_timeout,
                                           settings.catfacts_max_length)
     journal = None if settings.redis_url else Journal(settings.sqlite_path + ".journal")
-    deliverer = Deliverer(settings, store, sender, facts, clock=clock, ingest=lambda: runtime.ingest())
-    runtime = Runtime(settings, store, None, deliverer, clock, journal)  # type: ignore[arg-type]
+    liveness = store.liveness()
+    deliverer = Deliverer(settings, store, sender, facts, clock=clock, ingest=lambda: runtime.ingest(),
+                          announce=liveness.announce)
+    runtime = Runtime(settings, store, None, deliverer, clock, journal, liveness)  # type: ignore[arg-type]
     runtime.queue = Queue(build_huey(settings, store), deliverer.run_pass, runtime.sweep,
                           runtime.replay_missed, runtime.consumer_starting, journal)
     return runtime

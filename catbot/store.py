@@ -18,12 +18,12 @@ import os
 import random
 import sqlite3
 import threading
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from catbot.events import IncomingDM
+from catbot.liveness import SEPARATOR, Heartbeats, LockFiles, holder_of, new_token
 from catbot.replies import Intent
 from catbot.xclient import RateWindow
 
@@ -89,6 +89,7 @@ create table if not exists catbot_users (
     queue_pos real,  -- place in line while messages wait: a time (null: nothing waiting)
     primary key (for_user_id, user_id)) without rowid;
 create index if not exists catbot_users_queue on catbot_users (queue_pos) where queue_pos is not null;
+create index if not exists catbot_users_claimed on catbot_users (claim_token) where claim_token is not null;
 create table if not exists catbot_sent (
     for_user_id text not null, user_id text not null, sent_at real not null);
 create index if not exists catbot_sent_user on catbot_sent (for_user_id, user_id, sent_at);
@@ -192,6 +193,10 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def liveness(self) -> LockFiles:
+        """Consumers on this machine show they are alive by a locked file beside the database."""
+        return LockFiles(self.path + ".consumers")
 
     # -- the webhook's side -------------------------------------------------------------------
     def record(self, items: Sequence[tuple[IncomingDM, Intent]], now: float) -> RecordResult:
@@ -319,7 +324,7 @@ class SqliteStore:
             if row is None:
                 return None
             for_user_id, user_id = row
-            token = uuid.uuid4().hex
+            token = new_token()
             db.execute("update catbot_users set claimed_until = ?, claim_token = ?"
                        " where for_user_id = ? and user_id = ?", (now + lease, token, for_user_id, user_id))
             opted_out, attempts, seed, pos = db.execute(
@@ -334,12 +339,19 @@ class SqliteStore:
     def complete(self, batch: Batch, done: Completion, now: float) -> bool:
         """Close a batch: drop its messages, apply the user's new state, count a sent reply.
 
-        Returns False when the lease had run out and another consumer holds the user now.
-        """
+        Returns False when the claim is no longer ours (the lease ran out, or its holder was
+        taken for dead, and another consumer may hold the user now). Then only what is provably
+        ours is written: that a DM went out (the per-user cap must count it). The user's
+        messages and state belong to the new holder; a stale "opted in" must never undo a stop
+        confirmed meanwhile."""
         with self._tx() as db:
+            if done.sent:
+                db.execute("insert into catbot_sent (for_user_id, user_id, sent_at) values (?, ?, ?)",
+                           (batch.for_user_id, batch.user_id, now))
             (token,) = db.execute("select claim_token from catbot_users where for_user_id = ? and user_id = ?",
                                   (batch.for_user_id, batch.user_id)).fetchone()
-            ours = token == batch.token
+            if token != batch.token:
+                return False
             db.executemany("delete from catbot_inbox where seq = ?", [(s,) for s in batch.seqs])
             if done.absorb_facts:
                 later = db.execute("select seq, intent from catbot_inbox where for_user_id = ? and user_id = ?"
@@ -349,21 +361,43 @@ class SqliteStore:
                         break
                     db.execute("delete from catbot_inbox where seq = ?", (seq,))
             rotation = "" if done.fact_seed is None else ", fact_seed = :seed, fact_pos = :pos"
-            release = ""
-            if ours:
-                left = db.execute("select 1 from catbot_inbox where for_user_id = ? and user_id = ? limit 1",
-                                  (batch.for_user_id, batch.user_id)).fetchone()
-                # More waiting: the back of the line, behind everyone who wrote before now.
-                release = (", claimed_until = 0, claim_token = null, not_before = 0, attempts = 0,"
-                           f" queue_pos = {':now' if left else 'null'}")
-            db.execute(f"update catbot_users set opted_out = :out{rotation}{release}"
+            left = db.execute("select 1 from catbot_inbox where for_user_id = ? and user_id = ? limit 1",
+                              (batch.for_user_id, batch.user_id)).fetchone()
+            # More waiting: the back of the line, behind everyone who wrote before now.
+            db.execute(f"update catbot_users set opted_out = :out{rotation}, claimed_until = 0, claim_token = null,"
+                       f" not_before = 0, attempts = 0, queue_pos = {':now' if left else 'null'}"
                        " where for_user_id = :f and user_id = :u",
                        {"out": int(done.opted_out), "seed": done.fact_seed, "pos": done.fact_pos,
                         "f": batch.for_user_id, "u": batch.user_id, "now": now})
-            if done.sent:
-                db.execute("insert into catbot_sent (for_user_id, user_id, sent_at) values (?, ?, ?)",
-                           (batch.for_user_id, batch.user_id, now))
-        return ours
+        return True
+
+    def renew(self, batch: Batch, now: float, lease: float) -> bool:
+        """Is the claim still ours? If so, it is extended to ``now + lease``. Asked right before
+        a send: a consumer that stalled past its lease (paused, swapped) must not send what
+        another consumer may have answered meanwhile."""
+        with self._tx() as db:
+            return db.execute("update catbot_users set claimed_until = ? where for_user_id = ? and user_id = ?"
+                              " and claim_token = ?", (now + lease, batch.for_user_id, batch.user_id, batch.token)
+                              ).rowcount == 1
+
+    def void_leases(self, now: float, alive: Callable[[str], bool]) -> int:
+        """Make the claims (and send reservations) of holders that are gone claimable now,
+        instead of when their lease runs out. Returns how many claims were voided."""
+        rows = self._read("select distinct claim_token from catbot_users where claim_token is not null"
+                          " and claimed_until > ?", (now,))
+        dead = {holder_of(token) for (token,) in rows}
+        dead = {holder for holder in dead if not alive(holder)}
+        if not dead:
+            return 0
+        voided = 0
+        with self._tx() as db:
+            for holder in dead:
+                prefix = holder + SEPARATOR
+                voided += db.execute("update catbot_users set claimed_until = 0, claim_token = null"
+                                     " where claim_token is not null and substr(claim_token, 1, ?) = ?",
+                                     (len(prefix), prefix)).rowcount
+                db.execute("delete from catbot_inflight where substr(token, 1, ?) = ?", (len(prefix), prefix))
+        return voided
 
     def release(self, batch: Batch, not_before: float, count_attempt: bool) -> None:
         """Give a claimed batch back, to be tried again from ``not_before`` on."""
@@ -551,7 +585,13 @@ return {key, u[1] or '0', u[2] or '0', u[3] or '0', u[4] or '0', redis.call('LRA
 _COMPLETE = """
 local key, token, max_seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ukey, ikey = 'catbot:user:'..key, 'catbot:inbox:'..key
-local ours = redis.call('HGET', ukey, 'token') == token
+if ARGV[5] == '1' then  -- a DM went out: true whoever holds the user now (the per-user cap)
+  local skey = 'catbot:sent:'..key
+  redis.call('ZADD', skey, ARGV[9], ARGV[10])
+  redis.call('ZREMRANGEBYSCORE', skey, '-inf', tonumber(ARGV[9]) - 3600)
+  redis.call('EXPIRE', skey, 7200)
+end
+if redis.call('HGET', ukey, 'token') ~= token then return 0 end  -- not ours: nothing else is
 local removed = 0
 while true do
   local head = redis.call('LINDEX', ikey, 0)
@@ -567,22 +607,36 @@ end
 if removed > 0 then redis.call('DECRBY', 'catbot:pending', removed) end
 redis.call('HSET', ukey, 'opted_out', ARGV[4])
 if ARGV[7] ~= '' then redis.call('HSET', ukey, 'fact_seed', ARGV[7], 'fact_pos', ARGV[8]) end
-if ARGV[5] == '1' then
-  local skey = 'catbot:sent:'..key
-  redis.call('ZADD', skey, ARGV[9], ARGV[10])
-  redis.call('ZREMRANGEBYSCORE', skey, '-inf', tonumber(ARGV[9]) - 3600)
-  redis.call('EXPIRE', skey, 7200)
+redis.call('HDEL', ukey, 'token')
+redis.call('HSET', ukey, 'attempts', 0)
+redis.call('ZREM', 'catbot:delayed', key)
+if redis.call('LLEN', ikey) > 0 then  -- more waiting: back of the line (round-robin)
+  redis.call('ZADD', 'catbot:ready', redis.call('GET', 'catbot:seq'), key)
 end
-if ours then
-  redis.call('HDEL', ukey, 'token')
-  redis.call('HSET', ukey, 'attempts', 0)
-  redis.call('ZREM', 'catbot:delayed', key)
-  if redis.call('LLEN', ikey) > 0 then  -- more waiting: back of the line (round-robin)
-    redis.call('ZADD', 'catbot:ready', redis.call('GET', 'catbot:seq'), key)
+return 1
+"""
+
+# ARGV: user key, token, lease end. Extends the claim if it is still ours.
+_RENEW = """
+if redis.call('HGET', 'catbot:user:'..ARGV[1], 'token') ~= ARGV[2] then return 0 end
+redis.call('ZADD', 'catbot:delayed', ARGV[3], ARGV[1])
+return 1
+"""
+
+# ARGV: now, then pairs of (user key, token of a dead holder). Voids each claim still held by
+# that token: claimable at once (the next claim moves it to the ready line).
+_VOID = """
+local voided = 0
+for i = 2, #ARGV, 2 do
+  local key, token = ARGV[i], ARGV[i+1]
+  if redis.call('HGET', 'catbot:user:'..key, 'token') == token then
+    redis.call('HDEL', 'catbot:user:'..key, 'token')
+    redis.call('ZADD', 'catbot:delayed', ARGV[1], key)
+    redis.call('ZREM', 'catbot:inflight', token)
+    voided = voided + 1
   end
-  return 1
 end
-return 0
+return voided
 """
 
 _RELEASE = """
@@ -632,7 +686,7 @@ class RedisStore:
         self.client = client or redis.Redis.from_url(url, **options)
         self._scripts = {name: self.client.register_script(src) for name, src in (
             ("record", _RECORD), ("claim", _CLAIM), ("complete", _COMPLETE), ("release", _RELEASE),
-            ("settle", _SETTLE), ("mark", _MARK))}
+            ("settle", _SETTLE), ("mark", _MARK), ("renew", _RENEW), ("void", _VOID))}
 
     def _run(self, name: str, args: Sequence[object] = (), keys: Sequence[str] = ()):
         try:
@@ -648,6 +702,10 @@ class RedisStore:
 
     def close(self) -> None:
         self.client.close()
+
+    def liveness(self) -> Heartbeats:
+        """Consumers on any machine show they are alive by a key with a short TTL."""
+        return Heartbeats(self.client)
 
     def record(self, items: Sequence[tuple[IncomingDM, Intent]], now: float) -> RecordResult:
         args: list[object] = [now, SEEN_RETENTION]
@@ -677,7 +735,7 @@ class RedisStore:
         return budget_verdict(windows, inflight, now)
 
     def claim_next(self, now: float, lease: float) -> Batch | None:
-        token = uuid.uuid4().hex
+        token = new_token()
         found = self._run("claim", [now, lease, token])
         if not found:
             return None
@@ -694,6 +752,28 @@ class RedisStore:
                 "" if done.fact_seed is None else done.fact_seed, "" if done.fact_pos is None else done.fact_pos,
                 now, f"{now}:{batch.token}"]
         return bool(self._run("complete", args))
+
+    def renew(self, batch: Batch, now: float, lease: float) -> bool:
+        """See :meth:`SqliteStore.renew`."""
+        return bool(self._run("renew", [f"{batch.for_user_id}:{batch.user_id}", batch.token, now + lease]))
+
+    def void_leases(self, now: float, alive: Callable[[str], bool]) -> int:
+        """See :meth:`SqliteStore.void_leases`. Claimed users sit in ``delayed`` with their lease
+        end as score; those still ahead are the live claims."""
+        def claims() -> list[tuple[bytes, bytes]]:
+            keys = self.client.zrangebyscore("catbot:delayed", f"({now}", "+inf")
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(b"catbot:user:" + key, "token")
+            return [(k, t) for k, t in zip(keys, pipe.execute()) if t]
+
+        held = self._do(claims)
+        verdicts = {h: self._do(alive, h) for h in {holder_of(t.decode()) for _, t in held}}
+        args: list[object] = [now]
+        for key, token in held:
+            if not verdicts[holder_of(token.decode())]:
+                args += [key, token]
+        return int(self._run("void", args)) if len(args) > 1 else 0
 
     def release(self, batch: Batch, not_before: float, count_attempt: bool) -> None:
         self._run("release", [f"{batch.for_user_id}:{batch.user_id}", batch.token, not_before, int(count_attempt)])

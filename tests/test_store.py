@@ -154,3 +154,68 @@ def test_one_wake_up_per_pass_not_per_message(opener):
     assert store.record([(dm("2", "3003"), Intent.FACT)], 1000.1).wake is False  # a duplicate never wakes
     store.take_wake()  # a consumer starts its pass
     assert store.record([(dm("3", "3004"), Intent.FACT)], 1000.2).wake is True
+
+
+# -- a lost lease (issue 10, items 5 and 7) ---------------------------------------------------------
+def test_a_completion_from_a_lost_lease_cannot_undo_a_stop(opener):
+    """"hi", the first consumer stalls past its lease, "stop", the second consumer confirms it;
+    the first wakes and completes: only its send is counted, the opt-out stands."""
+    store = opener()
+    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    stale = store.claim_next(1000.0, lease=60)
+    store.record([(dm("2"), Intent.STOP)], 1010.0)
+    current = store.claim_next(1061.0, lease=60)
+    assert current.intents == (Intent.FACT, Intent.STOP)
+    assert store.complete(current, Completion(opted_out=True, sent=True), 1062.0) is True
+    assert store.complete(stale, Completion(opted_out=False, sent=True, absorb_facts=True), 1063.0) is False
+    store.record([(dm("3"), Intent.FACT)], 1070.0)
+    again = store.claim_next(1070.0, lease=60)
+    assert again.opted_out is True and again.intents == (Intent.FACT,)  # still opted out, message kept
+    assert store.sent_since("2000000001", "3000000002", 1000.0) == 2  # both DMs that went out count
+
+
+def test_renew_tells_a_stalled_holder_its_claim_is_gone(opener):
+    store = opener()
+    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    stale = store.claim_next(1000.0, lease=60)
+    assert store.renew(stale, 1030.0, lease=60) is True  # still ours: held until 1090 now
+    assert store.claim_next(1061.0, lease=60) is None
+    current = store.claim_next(1091.0, lease=60)
+    assert store.renew(stale, 1092.0, lease=60) is False  # must not send
+    assert store.renew(current, 1092.0, lease=60) is True
+
+
+def test_claims_of_a_dead_holder_are_voided_at_once(opener):
+    store = opener()
+    store.record([(dm("1"), Intent.FACT), (dm("2", sender="3000000003"), Intent.FACT)], 1000.0)
+    dead = store.claim_next(1000.0, lease=60)
+    assert store.reserve_send(1000.0, dead.token, hold=30) is None  # one probe in flight...
+    alive = store.claim_next(1000.0, lease=60)
+    assert store.reserve_send(1000.0, "someone", hold=30) == 1001.0  # ...so nobody else may send
+    # Both claims come from this process in this test: pretend the first one's holder died.
+    dead_holder = "0-deadbeef0000"
+    dead = _with_token(store, dead, dead_holder + ".x")
+    voided = store.void_leases(1001.0, lambda holder: holder != dead_holder)
+    assert voided == 1
+    assert store.reserve_send(1001.0, "someone", hold=30) is None  # its reservation went with it
+    assert store.renew(dead, 1002.0, lease=60) is False
+    assert store.renew(alive, 1002.0, lease=60) is True
+    taken = store.claim_next(1002.0, lease=60)
+    assert taken is not None and taken.user_id == dead.user_id  # long before the lease ends at 1060
+    assert store.void_leases(1003.0, lambda holder: True) == 0
+
+
+def _with_token(store, batch, token):
+    """Give a claim another holder's token, as if another process had made it."""
+    import dataclasses
+    key = (batch.for_user_id, batch.user_id)
+    if isinstance(store, SqliteStore):
+        with store._tx() as db:
+            db.execute("update catbot_users set claim_token = ? where for_user_id = ? and user_id = ?", (token, *key))
+            db.execute("update catbot_inflight set token = ? where token = ?", (token, batch.token))
+    else:
+        store.client.hset(f"catbot:user:{key[0]}:{key[1]}", "token", token)
+        score = store.client.zscore("catbot:inflight", batch.token)
+        store.client.zrem("catbot:inflight", batch.token)
+        store.client.zadd("catbot:inflight", {token: score})
+    return dataclasses.replace(batch, token=token)
