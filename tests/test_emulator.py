@@ -150,3 +150,49 @@ def test_redelivery_sends_identical_bytes(emulator, webhook_server):
     emulator.redeliver(event_id)
     first, second = webhook_server["deliveries"]
     assert first == second
+
+
+BEARER = {"Authorization": f"Bearer {CREDS.bearer_token}"}
+SUBS = "/2/account_activity/webhooks/1/subscriptions"
+# Every authenticated route and the credentials X accepts there (x-api-facts.md): "bearer" is the
+# app-only token, "user" an OAuth 1.0a signature as the bot account.
+ROUTES = [
+    ("POST", "/2/dm_conversations/with/3000000002/messages", {"user"}),
+    ("POST", "/2/webhooks", {"bearer", "user"}),
+    ("GET", "/2/webhooks", {"bearer"}),
+    ("PUT", "/2/webhooks/1", {"bearer", "user"}),
+    ("DELETE", "/2/webhooks/1", {"bearer", "user"}),
+    ("POST", SUBS + "/all", {"user"}),
+    ("GET", SUBS + "/all", {"user"}),
+    ("GET", SUBS + "/all/list", {"bearer"}),
+    ("GET", "/2/account_activity/subscriptions/count", {"bearer"}),
+    ("DELETE", SUBS + "/3000000002/all", {"bearer"}),
+    ("POST", "/2/webhooks/replay", {"bearer"}),
+]
+CREDENTIALS = {
+    "bearer": {"headers": BEARER},
+    "user": {"auth": USER},
+    "none": {},
+    "wrong bearer": {"headers": {"Authorization": "Bearer nope"}},
+    "badly signed user": {"auth": OAuth1(CREDS.consumer_key, "wrong", CREDS.access_token, CREDS.access_token_secret)},
+}
+
+
+@pytest.mark.parametrize("method,path,accepted", ROUTES)
+def test_each_route_accepts_exactly_xs_credentials(emulator, method, path, accepted):
+    for name, credential in CREDENTIALS.items():
+        status = requests.request(method, emulator.url + path, **credential).status_code
+        assert (status != 401) == (name in accepted), (name, status)
+
+
+@pytest.mark.parametrize("method,path,accepted", ROUTES)
+def test_a_refusal_says_why_only_where_the_bot_signature_is_the_one_way_in(emulator, method, path, accepted):
+    refused = requests.request(method, emulator.url + path)
+    detail = "Unauthorized" if "bearer" in accepted else "Unauthorized (missing OAuth 1.0a Authorization header)"
+    assert refused.json() == {"title": "Unauthorized", "detail": detail, "type": "about:blank", "status": 401}
+
+
+def test_a_refused_dm_is_counted_and_recorded(emulator):
+    assert send(emulator, auth=None).status_code == 401
+    assert emulator.dm_attempts == 1
+    assert [(r["status"], r["reason"]) for r in emulator.rejected] == [(401, "missing OAuth 1.0a Authorization header")]
