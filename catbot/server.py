@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import re
 import selectors
 import socket
 import time
@@ -85,6 +86,11 @@ class Limits:
                    trailers=headers, strip_header_spaces=bool(cfg.strip_header_spaces))
 
 
+# The only fields framing depends on. Names are case-insensitive; a field the scanner skips
+# (whitespace before the colon, unless strip_header_spaces) makes gunicorn refuse the head.
+_FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|expect)([ \t]*):([^\r\n]*)", re.IGNORECASE)
+
+
 class RequestScanner:
     """Finds where one HTTP/1.1 request ends in the bytes received so far.
 
@@ -116,11 +122,8 @@ class RequestScanner:
         start = self._searched
         end = buf.find(b"\r\n\r\n", max(0, start - 3))
         stop = len(buf) if end < 0 else end + 4
-        bare_lf = buf.find(b"\n", start, stop)
-        while bare_lf >= 0:
-            if bare_lf == 0 or buf[bare_lf - 1] != 0x0D:
-                return Framing.HAND_ON  # gunicorn refuses a bare LF as soon as it sees one
-            bare_lf = buf.find(b"\n", bare_lf + 1, stop)
+        if buf.count(b"\n", start, stop) != buf.count(b"\r\n", max(0, start - 1), stop):
+            return Framing.HAND_ON  # a bare LF: gunicorn refuses it as soon as it sees one
         self._searched = stop
         line_start = 2 if buf[:2] == b"\r\n" else 0  # one empty line before the request is allowed
         if self._line_end < 0:
@@ -136,24 +139,19 @@ class RequestScanner:
 
     def _framing(self, head: bytes) -> Framing | None:
         """How the body is framed (RFC 9112 section 6), read as gunicorn reads it."""
-        request_line, *lines = head.split(b"\r\n")
-        http11 = not request_line.endswith(b"HTTP/1.0")
-        fields: list[list[bytes]] = []
-        for line in lines:
-            if line[:1] in (b" ", b"\t") and fields:  # obsolete folding: refused unless permitted
-                fields[-1][1] += b" " + line.strip(b" \t")
-                continue
-            name, colon, value = line.partition(b":")
-            if colon:  # else gunicorn refuses the head: nothing to wait for but its 400
-                name = name.rstrip(b" \t") if self.limits.strip_header_spaces else name
-                fields.append([name.lower(), value.strip(b" \t")])
+        if b"\r\n " in head or b"\r\n\t" in head:
+            return Framing.HAND_ON  # obsolete line folding: gunicorn refuses it (check_config keeps it so)
+        http11 = not head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")
         lengths, codings, expect = [], [], None
-        for name, value in fields:
+        for name, space, value in _FRAMING_FIELDS.findall(head):
+            if space and not self.limits.strip_header_spaces:
+                continue  # gunicorn refuses the head: nothing to wait for but its 400
+            name, value = name.lower(), value.strip(b" \t")
             if name == b"content-length":
                 lengths.append(value)
             elif name == b"transfer-encoding":
                 codings += [coding.strip(b" \t").lower() for coding in value.split(b",")]
-            elif name == b"expect":
+            else:
                 expect = value.lower()
         if expect is not None and expect != b"100-continue":
             return Framing.HAND_ON  # 417
@@ -288,7 +286,8 @@ class BufferedThreadWorker(ThreadWorker):
         """Refuse what the main loop cannot read as plain HTTP/1.1, at startup, not per request."""
         refused = [name for name, on in (("TLS (certfile)", cfg.is_ssl), ("protocol = uwsgi", cfg.protocol != "http"),
                                          ("HTTP/2", "h2" in cfg.http_protocols or cfg.http2_cleartext != "off"),
-                                         ("proxy_protocol", cfg.proxy_protocol != "off")) if on]
+                                         ("proxy_protocol", cfg.proxy_protocol != "off"),
+                                         ("permit_obsolete_folding", cfg.permit_obsolete_folding)) if on]
         if refused:
             raise RuntimeError(f"{cls.__name__} serves plain HTTP/1.1 only; not: {', '.join(refused)}")
         super().check_config(cfg, log)

@@ -414,7 +414,8 @@ def gunicorn_reads(data: bytes) -> tuple[bytes, bytes]:
 
 
 @pytest.mark.parametrize("request_bytes, body", [(GET, b""), (POST, b"hello"), (CHUNKED, b"hello world"),
-                                                 (b"\r\n" + GET, b"")])
+                                                 (b"\r\n" + GET, b""), (POST.replace(b"Content-Length", b"content-LENGTH"),
+                                                                         b"hello")])
 def test_scanner_ends_a_request_where_gunicorn_does(request_bytes, body):
     pipelined = request_bytes + GET[:10]
     verdict, scanner = scan(pipelined)
@@ -441,6 +442,7 @@ def test_scanner_waits_until_the_last_byte_when_fed_one_at_a_time(request_bytes)
     b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"POST / HTTP/1.1\r\nExpect: something\r\n\r\n",
     b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n",  # past the body limit: the app says 413
+    b"POST / HTTP/1.1\r\nContent-Length:\r\n 5\r\n\r\n",  # obsolete line folding
     b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # not a chunk size
     b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",  # no CRLF after the data
 ])
@@ -476,10 +478,11 @@ def test_the_server_buffers_exactly_what_the_app_accepts():
     assert BODY_LIMIT == MAX_BODY
 
 
-@pytest.mark.parametrize("flags", [["--proxy-protocol", "v1"], ["--certfile", __file__, "--keyfile", __file__]])
-def test_the_worker_refuses_settings_it_cannot_serve_at_startup(flags):
+@pytest.mark.parametrize("changes", [{"proxy_protocol": "v1"}, {"certfile": __file__, "keyfile": __file__},
+                                     {"permit_obsolete_folding": True}])
+def test_the_worker_refuses_settings_it_cannot_serve_at_startup(changes):
     config = Config()
-    for name, value in zip(flags[::2], flags[1::2]):
-        config.set(name.lstrip("-").replace("-", "_"), value)
+    for name, value in changes.items():
+        config.set(name, value)
     with pytest.raises(RuntimeError, match="plain HTTP/1.1 only"):
         BufferedThreadWorker.check_config(config, None)
