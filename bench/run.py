@@ -2,9 +2,12 @@
 
 Loopback only, bounded (about three minutes). The bot runs as production runs it
 (``gunicorn app:app`` with ``gunicorn.conf.py``) against the X emulator; the baseline is a
-bare Flask app (``bench/baseline.py``) under the identical gunicorn settings. wrk drives both
-with the same pre-signed deliveries. Medians over alternating rounds, so a noisy neighbour hits
-both sides alike. Writes the table to docs/performance.md (``--no-write`` to skip).
+bare Flask app (``bench/baseline.py``) under the identical gunicorn settings (the same file:
+worker class, threads, keep-alive, workers). wrk drives both with the same pre-signed
+deliveries. Medians over alternating rounds, so a noisy neighbour hits both sides alike. The
+baseline also runs under gunicorn's sync workers, which is what the slow-client defence
+(``catbot/server.py``) costs the web stack. Writes the table to docs/performance.md
+(``--no-write`` to skip).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import json
 import os
 import platform
 import random
+import runpy
 import shutil
 import signal
 import socket
@@ -35,12 +39,14 @@ from x_emulator import Credentials, XEmulator  # noqa: E402
 from x_emulator.facts import FactsAPIStub  # noqa: E402
 
 WORK = ROOT / ".bench"
+CONFIG = ROOT / "gunicorn.conf.py"  # bot and baseline alike
 BIN = Path(sys.executable).parent
 BOT_ID = "2000000001"
 CREDS = Credentials("bench-consumer-key-00000001", "bench-consumer-secret-not-real",
                     f"{BOT_ID}-benchaccesstoken0000001", "bench-access-token-secret-not-real")
 WEB_CONCURRENCY = os.environ.get("BENCH_WEB_CONCURRENCY", "2")  # the same for the bot and the baseline
 CONNECTIONS, THREADS = 8, 2
+SYNC_WORKERS = ("--worker-class", "sync", "--threads", "1")  # gunicorn's default server, for comparison
 
 WRK_SCRIPT = r"""
 local data = dofile("%(bodies)s")
@@ -88,12 +94,13 @@ def env_for(emulator_url: str, facts_url: str, db: str, **extra: str) -> dict[st
 class Server:
     """A gunicorn process for ``target`` on a free port; stopped with SIGTERM."""
 
-    def __init__(self, target: str, env: dict[str, str], name: str) -> None:
+    def __init__(self, target: str, env: dict[str, str], name: str, flags: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(WORK / f"{name}.log", "ab")
-        self.proc = subprocess.Popen([str(BIN / "gunicorn"), target, "-b", f"127.0.0.1:{self.port}"], cwd=ROOT,
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        args = [str(BIN / "gunicorn"), target, "-c", str(CONFIG), "-b", f"127.0.0.1:{self.port}", *flags]
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -198,20 +205,25 @@ PER_ROUND = 40_000  # unique deliveries per wrk round: a repeat would be a cheap
 def ingest_and_latency(emulator: XEmulator, facts: FactsAPIStub, rounds: int, seconds: int) -> dict:
     bodies = [write_bodies(f"19{n}", PER_ROUND) for n in range(rounds)]
     baseline = Server("bench.baseline:app", env_for(emulator.url, facts.url, "baseline.sqlite3"), "baseline")
+    sync_baseline = Server("bench.baseline:app", env_for(emulator.url, facts.url, "baseline-sync.sqlite3"),
+                           "baseline-sync", SYNC_WORKERS)
     bot = Server("app:app", env_for(emulator.url, facts.url, "ingest.sqlite3"), "bot-ingest")
     memory = MemorySampler(bot)
-    bot_runs, base_runs = [], []
+    bot_runs, base_runs, sync_runs = [], [], []
     try:
         for n in range(rounds):
             base_runs.append(wrk(baseline.url, bodies[n], seconds))
+            sync_runs.append(wrk(sync_baseline.url, bodies[n], seconds))
             bot_runs.append(wrk(bot.url, bodies[n], seconds))
     finally:
         rss, pss = memory.stop()
         bot.stop()
         baseline.stop()
+        sync_baseline.stop()
     bad = sum(r["non2xx"] + r["socket_errors"] for r in bot_runs)
     return {"bot_rps": statistics.median(r["rps"] for r in bot_runs),
             "base_rps": statistics.median(r["rps"] for r in base_runs),
+            "sync_base_rps": statistics.median(r["rps"] for r in sync_runs),
             "p50_ms": statistics.median(r["p50_us"] for r in bot_runs) / 1000,
             "p99_ms": statistics.median(r["p99_us"] for r in bot_runs) / 1000,
             "base_p99_ms": statistics.median(r["p99_us"] for r in base_runs) / 1000,
@@ -323,6 +335,7 @@ def verdict(ok: bool) -> str:
 def table(r: dict) -> list[tuple[str, str, str, str]]:
     ing, iso, e2e, burst = r["ingest"], r["isolation"], r["e2e"], r["burst"]
     ratio = ing["bot_rps"] / ing["base_rps"]
+    defence = ing["base_rps"] / ing["sync_base_rps"]
     iso_ratio = iso["p99_ms"] / ing["p99_ms"]
     return [
         ("ingest ratio (bot / bare Flask, req/s)", f"{ratio:.2f} ({ing['bot_rps']:.0f} / {ing['base_rps']:.0f})",
@@ -337,10 +350,19 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
          f"{burst['answered']}/{burst['users']} users, {burst['max_429_per_window']} 429/window, "
          f"{'fair' if burst['fair'] else 'UNFAIR'}", "<= 1 429/window, all, fair",
          verdict(burst["answered"] == burst["users"] and burst["max_429_per_window"] <= 1 and burst["fair"])),
+        ("slow-client defence: bare Flask req/s, gunicorn.conf.py / sync workers",
+         f"{defence:.2f} ({ing['base_rps']:.0f} / {ing['sync_base_rps']:.0f})", "(its cost)", "—"),
         ("footprint: peak memory of the stack under load", f"RSS {ing['rss_mb']:.0f} MB, PSS {ing['pss_mb']:.0f} MB",
          "RSS < 150 MB", verdict(ing["rss_mb"] < 150)),
         ("time to import app", f"{r['import_s'] * 1000:.0f} ms", "< 1 s", verdict(r["import_s"] < 1)),
     ]
+
+
+def server_settings() -> str:
+    """The gunicorn.conf.py settings both sides ran under, as the table's header states them."""
+    conf = runpy.run_path(str(CONFIG))
+    return (f"{conf['worker_class'].rsplit('.', 1)[-1]}, {conf['threads']} threads, keep-alive {conf['keepalive']} s, "
+            f"timeout {conf['timeout']} s")
 
 
 def render(rows, r: dict) -> str:
@@ -349,7 +371,8 @@ def render(rows, r: dict) -> str:
     lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node() or 'this machine'}: "
              f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}; {versions}; {wrk_version.split(' [')[0]}. "
-             f"gunicorn as in gunicorn.conf.py with WEB_CONCURRENCY={WEB_CONCURRENCY}, embedded SQLite store. "
+             f"gunicorn as in gunicorn.conf.py ({server_settings()}) with WEB_CONCURRENCY={WEB_CONCURRENCY}, "
+             f"embedded SQLite store. "
              f"Ingest and latency: medians of {r['rounds']} alternating {r['seconds']} s wrk rounds per side, "
              f"{CONNECTIONS} connections.", "",
              "| figure | measured | target | |", "|---|---|---|---|"]
