@@ -1,0 +1,65 @@
+"""The emulator's own control API under ``/_emulator/`` (not X's): what the demo and tests that
+run the emulator as a separate process use instead of the Python API of ``XEmulator``.
+No authentication: it listens on loopback for the test that started it."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import requests
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from x_emulator.area import emulator
+from x_emulator.records import Faults
+
+bp = Blueprint("control", __name__, url_prefix="/_emulator")
+
+
+@bp.get("/sent")
+def sent() -> ResponseReturnValue:
+    """The DMs sent from index ``after`` on, so a poller reads each one once."""
+    em = emulator()
+    after = request.args.get("after", default=0, type=int)
+    with em.lock:
+        items = [asdict(dm) for dm in em.sent[after:]]
+    return jsonify(sent=items, total=after + len(items))
+
+
+@bp.post("/faults")
+def faults() -> ResponseReturnValue:
+    """Replace every injected fault at once: a field left out is cleared."""
+    em = emulator()
+    body = request.get_json(force=True)
+    with em.lock:
+        em.faults = Faults(latency=float(body.get("latency", 0)), errors_5xx=int(body.get("errors_5xx", 0)),
+                           burst_429=int(body.get("burst_429", 0)), forbidden=set(body.get("forbidden", [])))
+    return jsonify(faults={**asdict(em.faults), "forbidden": sorted(em.faults.forbidden)})
+
+
+@bp.post("/rate_limit")
+def rate_limit() -> ResponseReturnValue:
+    em = emulator()
+    body = request.get_json(force=True)
+    em.set_rate_limit(int(body["limit"]), float(body["window"]))
+    return jsonify(limit=em.dm_limit, window=em.dm_window)
+
+
+@bp.post("/deliver")
+def deliver() -> ResponseReturnValue:
+    """A DM from a simulated user; 409 when no webhook takes it (none subscribed, or unreachable)."""
+    body = request.get_json(force=True)
+    try:
+        event_id, answer = emulator().deliver_dm(str(body["sender_id"]), str(body.get("text", "")),
+                                                 body.get("event_id"), media=bool(body.get("media")))
+    except (RuntimeError, requests.RequestException) as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(event_id=event_id, webhook_status=answer.status_code)
+
+
+@bp.get("/state")
+def state() -> ResponseReturnValue:
+    em = emulator()
+    with em.lock:
+        return jsonify(webhooks=[asdict(w) for w in em.webhooks.values()],
+                       subscriptions={k: sorted(v) for k, v in em.subscriptions.items()},
+                       sent=len(em.sent), rejected=len(em.rejected), crc_checks=em.crc_checks)

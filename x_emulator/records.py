@@ -1,0 +1,50 @@
+"""What the emulator remembers: the app's credentials, the faults a test injects, the DMs the bot
+sent and the registered webhooks. Plain data, shared by the server and every product area."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True)
+class Credentials:
+    consumer_key: str
+    consumer_secret: str
+    access_token: str
+    access_token_secret: str
+    bot_user_id: str = ""
+    bearer_token: str = field(default_factory=lambda: "AAAA" + secrets.token_urlsafe(24))
+
+    def __post_init__(self) -> None:
+        if not self.bot_user_id:
+            object.__setattr__(self, "bot_user_id", self.access_token.split("-", 1)[0])
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0  # seconds added before answering a DM send
+    errors_5xx: int = 0  # the next N DM sends answer 503
+    burst_429: int = 0  # the next N DM sends answer 429 (reset: end of the current window)
+    forbidden: set[str] = field(default_factory=set)  # recipients that cannot be messaged (403)
+
+
+@dataclass
+class SentDM:
+    participant_id: str
+    text: str
+    dm_event_id: str
+    at: float
+
+
+@dataclass
+class Webhook:
+    id: str
+    url: str
+    valid: bool
+    created_at: str
+
+
+def now_iso() -> str:
+    """A creation time in the form X's v2 answers carry (UTC, milliseconds, ``Z``)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
