@@ -62,7 +62,7 @@ class CatFactsAPI:
     def __init__(self, url: str, timeout: float = 2.0, max_length: int = 240,
                  session: requests.Session | None = None, clock=time.monotonic) -> None:
         self.url = url
-        self.timeout = min(timeout, 2.0)
+        self.timeout = timeout  # settings keep it at most 2 s
         self.max_length = max_length
         self.session = session or requests.Session()
         self.clock = clock

@@ -22,9 +22,6 @@ from catbot.settings import Settings
 from catbot.xclient import build_session, is_loopback
 
 API = "https://api.x.com"
-KNOWN_REASONS = ("CrcValidationFailed", "UrlValidationFailed", "DuplicateUrlFailed", "WebhookLimitExceeded",
-                 "WebhookIdInvalid", "DuplicateSubscriptionFailed", "SubscriptionLimitExceeded",
-                 "SubscriptionNotFound")
 ADVICE = {
     "CrcValidationFailed": "X's CRC check of the URL failed. Check that the bot is running at that URL over https, "
                            "answers GET /webhook/twitter?crc_token=... within 3 s, and uses the same CONSUMER_SECRET "
@@ -86,7 +83,7 @@ def _refusal(response: requests.Response) -> XRefused:
         body, dict) else []
     for message in messages:
         reason = message.split(":", 1)[0].strip()
-        if reason in KNOWN_REASONS:
+        if reason in ADVICE:
             return XRefused(response.status_code, reason, message.split(":", 1)[-1].strip() or message)
     detail = (body.get("detail") if isinstance(body, dict) else None) or "; ".join(messages) or response.reason
     return XRefused(response.status_code, response.status_code, str(detail))

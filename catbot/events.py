@@ -12,12 +12,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from catbot.replies import classify
+from catbot.store import Inbound
+
 # X's ids are positive numbers written as decimal strings (snowflakes; none is 0). Ids are
 # compared and de-duplicated as strings, so one number must have one spelling: "02000000001"
 # would be the bot's own id answered as another user, "018" a replay that dodges "18".
 # Leading zeros (and "0" itself) are therefore malformed. ASCII digits only; used with fullmatch.
 _ID = re.compile(r"[1-9][0-9]{0,24}")
 MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it.
+X_DM = "x_dm"  # the kind of message this module makes (catbot.store.Inbound.kind)
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,11 @@ class IncomingDM:
     sender_id: str
     text: str = field(repr=False)  # users' words stay out of logs and reprs
     created_ms: int
-    has_media: bool = False
+
+    def inbound(self, trigger: re.Pattern[str] | None) -> Inbound:
+        """The record of this DM: its intent, decided now, and never its text."""
+        return Inbound(X_DM, self.for_user_id, self.sender_id, self.event_id, classify(self.text, trigger),
+                       self.created_ms)
 
 
 @dataclass
@@ -85,7 +93,6 @@ def _message(for_user_id: str, event: Any) -> IncomingDM | None:
         sender_id=sender_id,
         text=text[:MAX_TEXT],
         created_ms=_timestamp(event.get("created_timestamp")),
-        has_media=isinstance(data.get("attachment"), dict),
     )
 
 

@@ -3,7 +3,7 @@
 A delivery is acknowledged after one ``write`` to this process's journal (``O_APPEND``): the
 bytes are in the kernel then, so they survive the process being killed, the same durability
 as SQLite's WAL with ``synchronous=NORMAL``, for a fraction of a transaction's cost. Consumers
-import journal lines into the store (:meth:`catbot.store.SqliteStore.import_journal`), where
+import journal lines into the store (:meth:`Journal.import_into`), where
 de-duplication and queueing happen, recording each file's offset in the same transaction.
 
 A writer holds a shared ``flock`` on its file for as long as it lives; a file whose lock can
@@ -24,17 +24,20 @@ was never acknowledged, and is dropped.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
-from catbot.events import IncomingDM
+from catbot.events import X_DM
 from catbot.logs import event
 from catbot.replies import Intent
+from catbot.store import Inbound, RecordResult, StoreUnavailable
 
 ROTATE_BYTES = 8 * 1024 * 1024
 READ_LIMIT = 256 * 1024  # bytes of one file per import transaction: about 3,000 messages
@@ -44,29 +47,55 @@ OPENING_SUFFIX = ".opening"  # a file being created: not yet locked, so not yet 
 log = logging.getLogger("catbot.journal")
 
 
-class JournalUnavailable(Exception):
-    """The journal could not be written; the webhook answers 503 so X delivers again."""
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]+")  # ids, kinds and intents: nothing JSON would escape
 
 
-def _line(dm: IncomingDM, intent: Intent, now: float) -> str:
-    """One message as a JSON array ``[for_user_id, event_id, sender_id, intent, created_ms,
-    received_at]``, read back inside SQLite by ``catbot.store``. Formatted directly, since this
-    runs on every delivery (``json.dumps`` cost as much as parsing the whole delivery): safe
-    because ids are ASCII digit strings, which ``catbot.events`` guarantees and this checks."""
-    ids = (dm.for_user_id, dm.event_id, dm.sender_id)
-    if not all(i.isascii() and i.isdigit() for i in ids):
-        raise ValueError(f"journal ids must be digit strings, not {ids!r}")
-    return (f'["{dm.for_user_id}","{dm.event_id}","{dm.sender_id}","{intent.value}",'
-            f'{int(dm.created_ms)},{float(now)!r}]\n')
+def _line(m: Inbound, now: float) -> str:
+    """One message as a JSON array ``[for_user_id, event_id, user_id, intent, created_ms,
+    received_at, kind, payload]``, read back inside SQLite by :data:`DECODE`. Formatted
+    directly, since this runs on every delivery (``json.dumps`` cost as much as parsing the
+    whole delivery): safe because ids, kind and intent are plain ASCII tokens, which the parsers
+    guarantee and this checks. Only a payload (opaque, rare) goes through ``json.dumps``."""
+    fields = (m.for_user_id, m.event_id, m.user_id, m.kind)
+    if not all(_TOKEN.fullmatch(f) for f in fields):
+        raise ValueError(f"journal ids must be plain ASCII tokens, not {fields!r}")
+    payload = "null" if m.payload is None else json.dumps(m.payload)
+    return (f'["{m.for_user_id}","{m.event_id}","{m.user_id}","{m.intent.value}",'
+            f'{int(m.created_ms)},{float(now)!r},"{m.kind}",{payload}]\n')
 
 
-def encode(items: Sequence[tuple[IncomingDM, Intent]], now: float) -> bytes:
-    return "".join(_line(dm, intent, now) for dm, intent in items).encode()
+def encode(messages: Sequence[Inbound], now: float) -> bytes:
+    return "".join(_line(m, now) for m in messages).encode()
+
+
+# Lines decoded inside SQLite, well-formed ones only, in arrival order (the store stages raw
+# lines in ``temp.catbot_lines``; decoding there leaves the GIL to the webhook thread beside it).
+# Columns: kind, for_user_id, event_id, user_id, intent, created_ms, received_at, payload. Lines
+# of six fields were written before messages had kinds: X DMs.
+DECODE = f"""
+select coalesce(json_extract(line, '$[6]'), '{X_DM}'), json_extract(line, '$[0]'), json_extract(line, '$[1]'),
+       json_extract(line, '$[2]'), json_extract(line, '$[3]'), json_extract(line, '$[4]'),
+       json_extract(line, '$[5]'), json_extract(line, '$[7]')
+from temp.catbot_lines
+where json_valid(line) and json_array_length(line) in (6, 8)
+  and json_type(line, '$[0]') = 'text' and json_type(line, '$[1]') = 'text' and json_type(line, '$[2]') = 'text'
+  and json_extract(line, '$[3]') in ({", ".join(f"'{intent.value}'" for intent in Intent)})
+  and json_type(line, '$[4]') = 'integer' and json_type(line, '$[5]') in ('integer', 'real')
+  and (json_array_length(line) = 6 or (json_type(line, '$[6]') = 'text'
+       and json_type(line, '$[7]') in ('text', 'null')))
+order by json_extract(line, '$[5]'), n
+"""
 
 
 class Journal:
-    def __init__(self, directory: str | Path, rotate_bytes: int = ROTATE_BYTES) -> None:
+    """The journal folder: this process's file to write, every process's files to import.
+    ``store`` is where imports go (the SQLite store beside it)."""
+
+    def __init__(self, directory: str | Path, store: "JournalStore | None" = None,
+                 rotate_bytes: int = ROTATE_BYTES) -> None:
         self.directory = Path(directory)
+        self.store = store
         self.rotate_bytes = rotate_bytes
         self._fd: int | None = None
         self._pid = 0
@@ -123,10 +152,10 @@ class Journal:
         except OSError:
             self._close_file()
 
-    def append(self, items: Sequence[tuple[IncomingDM, Intent]], now: float) -> None:
+    def append(self, items: Sequence[Inbound], now: float) -> None:
         """Durably note these messages (against the process dying) before X gets its 200.
 
-        Raises :class:`JournalUnavailable` when they could not be written (the webhook answers
+        Raises :class:`StoreUnavailable` when they could not be written (the webhook answers
         503 and X delivers again)."""
         if not items:
             return
@@ -147,7 +176,7 @@ class Journal:
                         self._undo(fd)
                         raise
                 except OSError as exc:
-                    raise JournalUnavailable(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+                    raise StoreUnavailable(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
                 if self._in_place():
                     self._size += len(data)
                     if self._size >= self.rotate_bytes:
@@ -156,13 +185,62 @@ class Journal:
                 # Unlinked or replaced under us: those bytes reached no file an importer reads.
                 event(log, "journal.reopened", logging.WARNING, reason="file unlinked or replaced")
                 self._close_file()
-            raise JournalUnavailable("the journal file keeps disappearing")
+            raise StoreUnavailable("the journal file keeps disappearing")
 
     def close(self) -> None:
         with self._lock:
             self._close_file()
 
     # -- reading (the consumers) ----------------------------------------------------------------
+    def import_into(self, store: "JournalStore | None" = None) -> RecordResult:
+        """Move what the webhooks wrote into the store: each line once (lines and the files'
+        offsets are committed together, and the store de-duplicates anyway), merged across the
+        workers' files by arrival time, a chunk of every file that grew at a time until caught
+        up; then files whose writers are gone are retired."""
+        store = store or self.store
+        if store is None:
+            raise ValueError("a journal without a store has nowhere to import into")
+        total = RecordResult(0, 0, 0)
+        while True:
+            grown, done = self._grown_and_done(store.journal_offsets())
+            more = False
+
+            def read(offsets: Mapping[str, int]) -> tuple[list[str], dict[str, int]]:
+                nonlocal more
+                lines, ends = [], {}
+                for path in grown:
+                    got, end, full = self.read_lines(path, offsets.get(path.name, 0))
+                    if got:
+                        lines += got
+                        ends[path.name] = end
+                        more = more or full
+                    else:
+                        done.append(path)  # nothing whole past the offset: maybe a torn tail
+                return lines, ends
+
+            result = store.record_lines(read, DECODE) if grown else RecordResult(0, 0, 0)
+            total = RecordResult(total.new + result.new, total.duplicates + result.duplicates,
+                                 total.ignored + result.ignored, total.wake or result.wake,
+                                 total.malformed + result.malformed)
+            if done:
+                offsets = store.journal_offsets()
+                for path in done:
+                    if self.retire(path, offsets.get(path.name, 0)):
+                        store.forget_journal(path.name)
+            if not more:
+                return total
+
+    def _grown_and_done(self, offsets: Mapping[str, int]) -> tuple[list[Path], list[Path]]:
+        """Files with bytes past their imported offset, and the others (a cheap stat each: the
+        store's write lock is taken only when a file grew)."""
+        grown, done = [], []
+        for path in self.files():
+            try:
+                (grown if path.stat().st_size > offsets.get(path.name, 0) else done).append(path)
+            except FileNotFoundError:
+                continue
+        return grown, done
+
     def files(self) -> list[Path]:
         try:
             return sorted(p for p in self.directory.iterdir() if p.name.endswith(SUFFIX))
@@ -235,7 +313,10 @@ class Journal:
         end = data.rfind(b"\n") + 1
         return data[:end].decode("utf-8", "replace").split("\n")[:-1], offset + end, len(data) == limit
 
-    def pending_bytes(self, offsets: dict[str, int]) -> int:
+    def pending_bytes(self, offsets: Mapping[str, int] | None = None) -> int:
+        """Bytes written and not yet imported (``/healthz``)."""
+        if offsets is None:
+            offsets = self.store.journal_offsets() if self.store is not None else {}
         total = 0
         for path in self.files():
             try:
@@ -250,3 +331,14 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+class JournalStore(Protocol):
+    """What the journal needs of a store: lines and offsets, nothing of files or formats."""
+
+    def journal_offsets(self) -> dict[str, int]: ...
+
+    def record_lines(self, read: Callable[[Mapping[str, int]], tuple[list[str], dict[str, int]]],
+                     decode: str) -> RecordResult: ...
+
+    def forget_journal(self, name: str) -> None: ...

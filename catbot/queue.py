@@ -13,16 +13,19 @@ worker. Several consumers are safe because the store hands each batch to exactly
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from huey import RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer, Worker
 from huey.storage import SqliteStorage
 
+from catbot.journal import Journal
+from catbot.liveness import HEARTBEAT_SECONDS
 from catbot.logs import event
-from catbot.settings import Settings
 
 log = logging.getLogger("catbot.queue")
 JOURNAL_GAP = 0.02  # seconds between journal imports while deliveries keep arriving
@@ -38,14 +41,45 @@ class _SqliteStorage(SqliteStorage):
         return conn
 
 
-def build_huey(settings: Settings, store=None):
-    """The huey instance for these settings, beside the store: same Redis or same SQLite file."""
-    if settings.redis_url:
-        pool = store.client.connection_pool if store is not None else None
-        return RedisHuey("catbot", results=False, utc=True, blocking=True, read_timeout=1,
-                         connection_pool=pool, **({} if pool else {"url": settings.redis_url}))
-    return SqliteHuey("catbot", filename=settings.sqlite_path, results=False, utc=True,
-                      storage_class=_SqliteStorage)
+def sqlite_huey(path: str) -> SqliteHuey:
+    """The queue in the store's SQLite file (the embedded default)."""
+    return SqliteHuey("catbot", filename=path, results=False, utc=True, storage_class=_SqliteStorage)
+
+
+def redis_huey(connection_pool) -> RedisHuey:
+    """The queue on the store's Redis connection pool; consumers block on the list."""
+    return RedisHuey("catbot", results=False, utc=True, blocking=True, read_timeout=1,
+                     connection_pool=connection_pool)
+
+
+@dataclass
+class PassResult:
+    """What one pass of the reply job found, so the queue knows when to run the next."""
+
+    handled: int = 0
+    next_run_at: float | None = None  # when more work becomes due, if it is not due now
+    more_now: bool = False  # stopped early with work still due
+    budget_until: float | None = None  # stopped because X's budget is spent until then
+
+
+class Jobs(Protocol):
+    """The work the queue runs; nothing here knows the queue (wake-ups are returned, not made)."""
+
+    def run_pass(self) -> PassResult:
+        """Send due replies until none is due, the budget is spent, or the pass is long."""
+
+    def sweep(self) -> float | None:
+        """Once a minute across all processes: upkeep. Returns when due work needs a wake-up."""
+
+    def replay_missed(self, since: float | None) -> None:
+        """Ask X for what arrived while no consumer was alive (since when it was last alive)."""
+
+    def consumer_starting(self) -> float | None:
+        """A consumer starts in this process; returns when the bot was last seen alive."""
+
+    def watch(self) -> bool:
+        """Every few seconds in a consumer's process: show it alive, take over dead ones'
+        claims. True when there is work to wake a consumer for."""
 
 
 class EmbeddedConsumer(Consumer):
@@ -58,52 +92,54 @@ class EmbeddedConsumer(Consumer):
 class Queue:
     """The bot's named jobs on one huey instance, behind a small API the rest of the code uses."""
 
-    def __init__(self, huey, run_pass: Callable[[], object], sweep: Callable[[], None],
-                 replay_missed: Callable[[float | None], None] | None = None,
-                 on_consumer_start: Callable[[], float | None] | None = None, journal=None) -> None:
+    def __init__(self, huey, jobs: Jobs, journal: Journal | None = None) -> None:
         self.huey = huey
+        self.jobs = jobs
+        self._journal = journal
         self._scheduled: set[int] = set()  # whole seconds a resume is already scheduled for
         self._lock = threading.Lock()
         self._consumer: EmbeddedConsumer | None = None
-
+        self._watching = 0  # pid of the process whose watch thread runs
         self.budget_until = 0.0  # what the last pass here learned: no send fits before then
 
-        @huey.task(name="deliver_replies")
-        def deliver_replies() -> None:
-            outcome = run_pass()
-            self.budget_until = getattr(outcome, "budget_until", None) or 0.0
-            if getattr(outcome, "more_now", False):
+        @huey.task(name="send_replies")
+        def send_replies() -> None:
+            outcome = jobs.run_pass()
+            self.budget_until = outcome.budget_until or 0.0
+            if outcome.more_now:
                 self.wake()
-            next_run_at = getattr(outcome, "next_run_at", None)
-            if next_run_at is not None:
-                self.wake_at(next_run_at)
+            if outcome.next_run_at is not None:
+                self.wake_at(outcome.next_run_at)
 
         @huey.periodic_task(crontab(minute="*"), name="sweep")
-        def sweep_task() -> None:
-            sweep()
+        def sweep() -> None:
+            self._wake_for(jobs.sweep())
 
         @huey.task(name="replay_missed")
-        def replay_task(since: float | None) -> None:
-            if replay_missed is not None:
-                replay_missed(since)
+        def replay_missed(since: float | None) -> None:
+            jobs.replay_missed(since)
 
-        self.deliver_replies = deliver_replies
-        self.sweep = sweep_task
-        self.replay_missed = replay_task
-        self._on_consumer_start = on_consumer_start
-        self._journal = journal
+        self.send_replies = send_replies
+        self.replay_missed = replay_missed
+
+    def _wake_for(self, due: float | None) -> None:
+        if due is not None:
+            if due <= time.time():
+                self.wake()
+            else:
+                self.wake_at(due)
 
     def wake(self) -> bool:
-        """Ask a consumer to deliver now. False if the queue could not take it (the sweep will)."""
+        """Ask a consumer to reply now. False if the queue could not take it (the sweep will)."""
         try:
-            self.deliver_replies()
+            self.send_replies()
             return True
         except Exception as exc:  # the store already holds the work; this is only a hint
             event(log, "queue.unavailable", logging.WARNING, error=type(exc).__name__)
             return False
 
     def wake_at(self, when: float) -> None:
-        """Deliver at ``when`` (a rate-limit reset, a retry time); once per second, per process."""
+        """Reply at ``when`` (a rate-limit reset, a retry time); once per second, per process."""
         key = int(when) + 1
         with self._lock:
             if key in self._scheduled:
@@ -111,7 +147,7 @@ class Queue:
             self._scheduled = {k for k in self._scheduled if k > time.time() - 5}
             self._scheduled.add(key)
         try:
-            self.deliver_replies.schedule(delay=max(0.0, key - time.time()))
+            self.send_replies.schedule(delay=max(0.0, key - time.time()))
         except Exception as exc:
             event(log, "queue.unavailable", logging.WARNING, error=type(exc).__name__)
 
@@ -119,7 +155,7 @@ class Queue:
     def _consumer_class(self, base: type[Consumer]) -> type[Consumer]:
         """``base`` with workers that also run a pass when a webhook's journal grew: in the
         embedded default, deliveries reach consumers through journals, not queued tasks."""
-        journal, deliver, queue = self._journal, self.deliver_replies, self
+        journal, send, queue = self._journal, self.send_replies, self
         if journal is None:
             return base
 
@@ -129,7 +165,7 @@ class Queue:
                 # (and the minute sweep) will import them.
                 if time.time() >= queue.budget_until and journal.has_news():
                     self.delay = self.default_delay
-                    self.huey.execute(deliver.s(), now)
+                    self.huey.execute(send.s(), now)
                     # Let the next batch gather: under load, importing the moment a line lands
                     # costs a transaction per few messages and starves the webhook thread.
                     self.stop_flag.wait(JOURNAL_GAP)
@@ -143,10 +179,27 @@ class Queue:
                     max_delay=0.25, shutdown_timeout=20.0)
 
     def _starting(self) -> None:
-        """Before consuming: note the start (and the downtime before it), pick up waiting work."""
-        since = self._on_consumer_start() if self._on_consumer_start else None
+        """Before consuming: note the start (and the downtime before it), take over what dead
+        consumers held, pick up waiting work, and keep watching the other consumers."""
+        since = self.jobs.consumer_starting()
+        self._start_watch()
         self.replay_missed(since)
         self.wake()
+
+    def _start_watch(self) -> None:
+        """Once per process: every few seconds, ``jobs.watch()``, and a wake-up when it found work."""
+        with self._lock:
+            if self._watching == os.getpid():
+                return
+            self._watching = os.getpid()
+
+        def watch() -> None:
+            while True:
+                time.sleep(HEARTBEAT_SECONDS)
+                if self.jobs.watch():
+                    self.wake()
+
+        threading.Thread(target=watch, name="catbot-liveness", daemon=True).start()
 
     def start_consumer(self, workers: int = 1) -> EmbeddedConsumer:
         """A consumer in threads of this process (a gunicorn worker, a test)."""

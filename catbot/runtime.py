@@ -1,82 +1,96 @@
-"""Wiring: build every part from one Settings object, once per process."""
+"""Wiring: every part built once, fully, from one Settings object, in dependency order.
+
+``open_backend`` is the one place that chooses between the embedded default (SQLite file,
+journals, SqliteHuey, lock files) and Redis (store, RedisHuey and heartbeats on one connection
+pool). ``build_runtime`` then builds the reply job, the upkeep jobs, the queue and the runtime
+the web app uses, each handed what it needs.
+"""
 from __future__ import annotations
 
+import functools
 import logging
-import os
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import catfacts
-from catbot.delivery import Deliverer
-from catbot.events import IncomingDM
+from catbot.events import X_DM
 from catbot.journal import Journal
-from catbot.liveness import HEARTBEAT_SECONDS, Liveness, holder_id
+from catbot.liveness import Heartbeats, Liveness, LockFiles, holder_id
 from catbot.logs import event
-from catbot.queue import Queue, build_huey
-from catbot.replies import classify
+from catbot.outbound import Sender
+from catbot.queue import Jobs, PassResult, Queue, redis_huey, sqlite_huey
+from catbot.replier import Replier
 from catbot.settings import Settings
-from catbot.store import StoreUnavailable, open_store
-from catbot.xclient import XSender, build_tweepy_client
+from catbot.store import Inbound, Store, StoreUnavailable
+from catbot.xclient import XDMSender, build_tweepy_client
 
 log = logging.getLogger("catbot.runtime")
 REPLAY_AFTER_DOWNTIME = 120.0  # seconds without a sweep before a start asks X for a replay
-_watch_lock = threading.Lock()
 
 
-@dataclass
-class Runtime:
-    settings: Settings
-    store: object
-    queue: Queue
-    deliverer: Deliverer
-    clock: object = time.time
-    journal: Journal | None = None  # the embedded default's per-process journal; None on Redis
-    liveness: Liveness = None  # type: ignore[assignment]  # which consumers are alive (store.liveness())
-    _watching: int = field(default=0, repr=False)  # pid of the process whose watch runs
+@dataclass(frozen=True)
+class Backend:
+    """Where state, journals, queue and liveness live: chosen together, never mixed."""
 
-    def accept(self, messages: list[IncomingDM]) -> dict[str, int]:
-        """Classify and durably record incoming DMs; returns what to log.
+    store: Store
+    journal: Journal | None  # the embedded default's per-process journals; None on Redis
+    huey: object
+    liveness: Liveness
 
-        Embedded default: one append to this process's journal (consumers import it). Redis: one
-        store call, then a wake-up if none is pending. Raises ``StoreUnavailable`` or
-        ``JournalUnavailable`` when they could not be recorded (the webhook answers 503)."""
-        trigger = self.settings.trigger_regex
-        items = [(dm, classify(dm.text, trigger)) for dm in messages]
-        if self.journal is not None:
-            self.journal.append(items, self.clock())
-            return {"journaled": len(items)}
-        result = self.store.record(items, self.clock())
-        if result.wake:  # only when no wake-up is pending already: one per pass, not per DM
-            self.queue.wake()
-        return {"new": result.new, "duplicates": result.duplicates, "ignored": result.ignored}
 
-    def ingest(self) -> None:
-        """Import what webhooks journaled into the store (no-op on Redis)."""
-        if self.journal is not None:
-            result = self.store.import_journal(self.journal)
-            if result.new or result.duplicates or result.ignored:
-                event(log, "delivery.recorded", new=result.new, duplicates=result.duplicates,
-                      ignored=result.ignored)
-            if result.malformed:
-                event(log, "journal.malformed", logging.WARNING, lines=result.malformed)
+def open_backend(settings: Settings) -> Backend:
+    """Redis with ``REDIS_URL`` (one connection pool for all), else the SQLite file and what
+    sits beside it: ``<file>.journal/`` and ``<file>.consumers/``."""
+    if settings.redis_url:
+        from catbot.store.redis import RedisStore  # the embedded default does not need redis
 
-    def backlog(self) -> dict[str, object]:
-        """The store's health plus what is journaled but not yet imported."""
-        health = self.store.health()
-        if self.journal is not None:
-            health["journal_bytes"] = self.journal.pending_bytes(self.store.journal_offsets())
-        return health
+        redis_store = RedisStore(settings.redis_url)
+        return Backend(redis_store, None, redis_huey(redis_store.client.connection_pool),
+                       Heartbeats(redis_store.client))
+    from catbot.store.sqlite import SqliteStore
 
-    def sweep(self) -> None:
-        """Periodic, once a minute across all processes: note that the bot is alive, forget stale
-        ids, and make sure due work has a task (after crashes)."""
+    path = settings.sqlite_path
+    sqlite_store = SqliteStore(path)
+    return Backend(sqlite_store, Journal(path + ".journal", sqlite_store), sqlite_huey(path),
+                   LockFiles(path + ".consumers"))
+
+
+def import_journals(backend: Backend) -> None:
+    """Import what webhooks journaled into the store (the embedded default; no-op on Redis)."""
+    if backend.journal is not None:
+        result = backend.journal.import_into()
+        if result.new or result.duplicates or result.ignored:
+            event(log, "delivery.recorded", new=result.new, duplicates=result.duplicates, ignored=result.ignored)
+        if result.malformed:
+            event(log, "journal.malformed", logging.WARNING, lines=result.malformed)
+
+
+class Upkeep:
+    """The queue's jobs: the reply pass, and keeping the store and the consumers healthy."""
+
+    def __init__(self, settings: Settings, backend: Backend, replier: Replier,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.store = backend.store
+        self.journal = backend.journal
+        self.liveness = backend.liveness
+        self.replier = replier
+        self.clock = clock
+
+    def run_pass(self) -> PassResult:
+        return self.replier.run_pass()
+
+    def sweep(self) -> float | None:
+        """Once a minute across all processes: note that the bot is alive, forget stale ids, and
+        say when due work needs a wake-up (after crashes)."""
         now = self.clock()
-        self.ingest()
+        import_journals(self.backend)
         if self.journal is not None:
             self.journal.remove_leftovers()
         if not self.store.try_lease("sweep", 45, now):
-            return
+            return None
         self.store.mark("alive", now)
         self.store.prune(now)
         self.store.take_wake()  # a wake-up lost with a crashed consumer must not block later ones
@@ -85,56 +99,37 @@ class Runtime:
         if due is not None and budget_wait is not None:
             due = max(due, budget_wait)
         if due is not None:
-            if due <= now:
-                self.queue.wake()
-            else:
-                self.queue.wake_at(due)
             event(log, "sweep", due_in=max(0, round(due - now)))
+        return due
 
     def consumer_starting(self) -> float | None:
-        """Note that a consumer is starting; returns when the bot was last seen alive.
-
-        Claims of consumers that died (the previous run's, after a crash) are taken over now
-        rather than when their lease runs out, and a watch keeps doing so while this runs."""
+        """Claims of consumers that died (the previous run's, after a crash) are taken over now
+        rather than when their lease runs out; returns when the bot was last seen alive."""
         try:
             self.liveness.announce()
             self.take_over_dead_claims()
         except Exception as exc:  # the watch tries again in a few seconds
             event(log, "liveness.unavailable", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:160]}")
-        self._start_watch()
         try:
             return self.store.mark("alive", self.clock())
         except StoreUnavailable:
             return None
 
     def take_over_dead_claims(self) -> int:
-        """Void the claims of consumers that are gone and wake a consumer for them."""
+        """Void the claims of consumers that are gone (``catbot.liveness``)."""
         me = holder_id()
         voided = self.store.void_leases(self.clock(), lambda holder: holder == me or self.liveness.alive(holder))
         if voided:
             event(log, "claims.taken_over", claims=voided)
-            self.queue.wake()
         return voided
 
-    def _start_watch(self) -> None:
-        """Once per process: every few seconds, show this process alive and take over the claims
-        of consumers that are not."""
-        with _watch_lock:
-            if self._watching == os.getpid():
-                return
-            self._watching = os.getpid()
-
-        def watch() -> None:
-            while True:
-                time.sleep(HEARTBEAT_SECONDS)
-                try:
-                    self.liveness.beat()
-                    self.take_over_dead_claims()
-                except Exception as exc:  # Redis down, a locked database: next beat
-                    event(log, "liveness.unavailable", logging.WARNING,
-                          error=f"{type(exc).__name__}: {str(exc)[:160]}")
-
-        threading.Thread(target=watch, name="catbot-liveness", daemon=True).start()
+    def watch(self) -> bool:
+        try:
+            self.liveness.beat()
+            return self.take_over_dead_claims() > 0
+        except Exception as exc:  # Redis down, a locked database: next beat
+            event(log, "liveness.unavailable", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:160]}")
+            return False
 
     def replay_missed(self, since: float | None) -> None:
         """Ask X to re-deliver what arrived while no consumer was alive (``REPLAY_ON_START``).
@@ -160,17 +155,60 @@ class Runtime:
             event(log, "replay.failed", logging.WARNING, reason=refused.reason, detail=refused.detail[:200])
 
 
-def build_runtime(settings: Settings, *, sender: XSender | None = None,
-                  facts: catfacts.CatFactsAPI | None = None, clock=time.time) -> Runtime:
-    store = open_store(settings)
-    sender = sender or XSender(build_tweepy_client(settings), clock=clock)
+@dataclass
+class Runtime:
+    """What the web app uses: record what arrives, report health; and the parts behind it."""
+
+    settings: Settings
+    backend: Backend
+    upkeep: Upkeep
+    queue: Queue
+    clock: Callable[[], float] = time.time
+
+    @property
+    def store(self) -> Store:
+        return self.backend.store
+
+    @property
+    def journal(self) -> Journal | None:
+        return self.backend.journal
+
+    @property
+    def replier(self) -> Replier:
+        return self.upkeep.replier
+
+    def accept(self, messages: list[Inbound]) -> dict[str, int]:
+        """Durably record inbound messages; returns what to log.
+
+        Embedded default: one append to this process's journal (consumers import it). Redis: one
+        store call, then a wake-up if none is pending. Raises ``StoreUnavailable`` when they could
+        not be recorded (the webhook answers 503)."""
+        if self.journal is not None:
+            self.journal.append(messages, self.clock())
+            return {"journaled": len(messages)}
+        result = self.store.record(messages, self.clock())
+        if result.wake:  # only when no wake-up is pending already: one per pass, not per DM
+            self.queue.wake()
+        return {"new": result.new, "duplicates": result.duplicates, "ignored": result.ignored}
+
+    def backlog(self) -> dict[str, object]:
+        """The store's health plus what is journaled but not yet imported."""
+        health = self.store.health()
+        if self.journal is not None:
+            health["journal_bytes"] = self.journal.pending_bytes()
+        return health
+
+
+def build_runtime(settings: Settings, *, senders: Mapping[str, Sender] | None = None, x_client=None,
+                  facts: catfacts.CatFactsAPI | None = None, clock: Callable[[], float] = time.time) -> Runtime:
+    """Every part, in order. ``x_client`` is the tweepy client (``api_config.create_x_client``
+    in the entry points); tests pass their own ``senders`` or ``facts``."""
+    backend = open_backend(settings)
+    if senders is None:
+        senders = {X_DM: XDMSender(x_client or build_tweepy_client(settings), clock=clock)}
     facts = facts or catfacts.CatFactsAPI(settings.catfacts_api_url, settings.catfacts_timeout,
                                           settings.catfacts_max_length)
-    journal = None if settings.redis_url else Journal(settings.sqlite_path + ".journal")
-    liveness = store.liveness()
-    deliverer = Deliverer(settings, store, sender, facts, clock=clock, ingest=lambda: runtime.ingest(),
-                          announce=liveness.announce)
-    runtime = Runtime(settings, store, None, deliverer, clock, journal, liveness)  # type: ignore[arg-type]
-    runtime.queue = Queue(build_huey(settings, store), deliverer.run_pass, runtime.sweep,
-                          runtime.replay_missed, runtime.consumer_starting, journal)
-    return runtime
+    replier = Replier(settings, backend.store, senders, facts, clock=clock,
+                      import_journals=functools.partial(import_journals, backend), announce=backend.liveness.announce)
+    upkeep = Upkeep(settings, backend, replier, clock)
+    return Runtime(settings, backend, upkeep, Queue(backend.huey, upkeep, backend.journal), clock)

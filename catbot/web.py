@@ -1,7 +1,7 @@
 """The HTTP face of the bot: CRC challenge, signed deliveries, health.
 
 The POST view is verify -> parse -> persist -> 200. Nothing slow happens in a request: facts
-and DMs are the reply job's business (``catbot.delivery``), so X's deadline is never at risk.
+and DMs are the reply job's business (``catbot.replier``), so X's deadline is never at risk.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from catbot import logs
 from catbot.events import parse_delivery
-from catbot.journal import JournalUnavailable
 from catbot.logs import event
 from catbot.runtime import Runtime, build_runtime
 from catbot.security import Verdict, crc_response_token, is_plausible_crc_token, verify_signature
@@ -99,10 +98,11 @@ def receive_delivery():
         return _error("body is not a JSON object", 400)
     parsed = parse_delivery(delivery)
     bot_id = runtime.settings.bot_user_id
-    messages = [m for m in parsed.messages if not bot_id or m.for_user_id == bot_id]
+    trigger = runtime.settings.trigger_regex
+    messages = [m.inbound(trigger) for m in parsed.messages if not bot_id or m.for_user_id == bot_id]
     try:
         recorded = runtime.accept(messages)
-    except (StoreUnavailable, JournalUnavailable) as exc:
+    except StoreUnavailable as exc:
         event(log, "delivery.unrecorded", logging.ERROR, error=str(exc)[:200], messages=len(messages))
         return _error("temporarily unavailable, retry", 503)
     # Each message gets one INFO line where the store records it: here on Redis; in the embedded

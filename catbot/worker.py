@@ -9,7 +9,7 @@ import sys
 
 
 def main() -> int:
-    from api_config import SettingsError, load_settings  # an entry point, like app.py
+    from api_config import SettingsError, create_x_client, load_settings  # an entry point, like app.py
     from catbot import logs
     from catbot.runtime import build_runtime
 
@@ -19,7 +19,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 1
     logs.configure(settings.log_level)
-    build_runtime(settings).queue.run_consumer(settings.worker_threads)
+    build_runtime(settings, x_client=create_x_client(settings)).queue.run_consumer(settings.worker_threads)
     return 0
 
 

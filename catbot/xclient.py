@@ -10,14 +10,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
 import tweepy
 from requests.adapters import HTTPAdapter
 
+from catbot.budget import RateWindow
+from catbot.outbound import Outcome, SendResult
 from catbot.settings import Settings
+from catbot.store import Batch
 
 CANONICAL_HOSTS = ("https://api.twitter.com", "https://api.x.com")
 DEFAULT_RETRY_AFTER = 60.0  # a 429 without a usable reset header: wait a minute, never spin
@@ -81,26 +83,6 @@ def build_tweepy_client(settings: Settings) -> tweepy.Client:
 
 
 # -- what an attempt to send came to ------------------------------------------------------------
-@dataclass(frozen=True)
-class RateWindow:
-    name: str
-    remaining: int
-    reset_at: float
-    limit: int | None = None
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """One attempt's outcome. ``kind`` is one of: sent, rate_limited, retry, rejected."""
-
-    kind: str
-    status: int | None = None
-    detail: str = ""
-    retry_at: float | None = None
-    windows: tuple[RateWindow, ...] = ()
-    dm_event_id: str | None = None
-
-
 def rate_windows(headers: object, now: float) -> tuple[RateWindow, ...]:
     """The rate windows X reported: the 15-minute one and, when present, the 24-hour ones."""
     windows = []
@@ -125,34 +107,34 @@ def _x_message(exc: tweepy.HTTPException) -> str:
     return "; ".join(str(m) for m in messages)[:300]
 
 
-class XSender:
-    """Sends one DM with tweepy and classifies the answer; never raises for X's or the
-    network's failures."""
+class XDMSender:
+    """Sends a reply as an X DM with tweepy and classifies the answer; never raises for X's or
+    the network's failures."""
 
     def __init__(self, client: tweepy.Client, clock=time.time) -> None:
         self.client = client
         self.clock = clock
 
-    def send(self, participant_id: str, text: str) -> SendResult:
+    def send(self, batch: Batch, text: str) -> SendResult:
         now = self.clock()
         try:
-            response = self.client.create_direct_message(participant_id=participant_id, text=text)
+            response = self.client.create_direct_message(participant_id=batch.user_id, text=text)
         except tweepy.TooManyRequests as exc:
             windows = rate_windows(exc.response.headers, now)
             retry_at = exc.reset_time if exc.reset_time and exc.reset_time > now else None
             retry_at = float(retry_at) if retry_at else now + DEFAULT_RETRY_AFTER
             limit = next((w.limit for w in windows if w.name == "dm"), None)
             windows = tuple(w for w in windows if w.name != "dm") + (RateWindow("dm", 0, retry_at, limit),)
-            return SendResult("rate_limited", 429, _x_message(exc), retry_at, windows)
+            return SendResult(Outcome.RATE_LIMITED, 429, _x_message(exc), retry_at, windows)
         except tweepy.TwitterServerError as exc:
-            return SendResult("retry", exc.response.status_code, _x_message(exc))
+            return SendResult(Outcome.RETRY, exc.response.status_code, _x_message(exc))
         except tweepy.HTTPException as exc:  # 400, 401, 403, 404 and other 4xx: retrying won't help
-            return SendResult("rejected", exc.response.status_code, _x_message(exc))
+            return SendResult(Outcome.REJECTED, exc.response.status_code, _x_message(exc))
         except requests.RequestException as exc:
-            return SendResult("retry", None, type(exc).__name__)
+            return SendResult(Outcome.RETRY, None, type(exc).__name__)
         windows = rate_windows(response.headers, now)
         try:
             event_id = str(response.json()["data"]["dm_event_id"])
         except (ValueError, KeyError, TypeError):
             event_id = None
-        return SendResult("sent", response.status_code, windows=windows, dm_event_id=event_id)
+        return SendResult(Outcome.SENT, response.status_code, windows=windows, message_id=event_id)

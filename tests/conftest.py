@@ -107,9 +107,9 @@ def runtime_of(app):
 
 def drain(app, passes: int = 20) -> None:
     """Run the reply job in this thread until nothing is due now (what a consumer would do)."""
-    deliverer = runtime_of(app).deliverer
+    replier = runtime_of(app).replier
     for _ in range(passes):
-        result = deliverer.run_pass()
+        result = replier.run_pass()
         if not result.more_now:
             return
 

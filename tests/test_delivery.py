@@ -67,7 +67,7 @@ class Bot:
         return delivery
 
     def run(self):
-        return runtime_of(self.app).deliverer.run_pass()
+        return runtime_of(self.app).replier.run_pass()
 
     def pending(self) -> int:
         return runtime_of(self.app).store.health()["pending_messages"]
@@ -130,11 +130,11 @@ def test_pending_reply_survives_a_restart(bot, emulator):
 def test_same_event_id_for_another_account_is_a_different_event(bot):
     """De-duplication keys on (for_user_id, event id), as X advises when several accounts share a webhook."""
     store = runtime_of(bot.app).store
-    first = IncomingDM("2000000001", "1800000000000000042", "3000000002", "hi", 0)
-    other = IncomingDM("2000000009", "1800000000000000042", "3000000003", "hi", 0)
-    assert store.record([(first, Intent.FACT)], time.time()).new == 1
-    assert store.record([(other, Intent.FACT)], time.time()).new == 1
-    assert store.record([(first, Intent.FACT)], time.time()).duplicates == 1
+    first = IncomingDM("2000000001", "1800000000000000042", "3000000002", "hi", 0).inbound(None)
+    other = IncomingDM("2000000009", "1800000000000000042", "3000000003", "hi", 0).inbound(None)
+    assert store.record([first], time.time()).new == 1
+    assert store.record([other], time.time()).new == 1
+    assert store.record([first], time.time()).duplicates == 1
 
 
 def test_every_event_of_a_multi_event_delivery_is_answered(bot, emulator):

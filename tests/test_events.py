@@ -2,6 +2,7 @@
 import copy
 
 from conftest import BOT_ID, payload
+from catbot.replies import Intent
 from catbot.events import is_own_message, parse_delivery
 
 
@@ -45,10 +46,10 @@ def test_a_broken_entry_does_not_hide_good_ones():
     assert parsed.malformed == 1
 
 
-def test_media_only_message_has_empty_text_and_media_flag():
+def test_media_only_message_has_empty_text_and_asks_for_a_fact():
     event = dm(text=None, attachment={"type": "media", "media": {"id_str": "1"}})
     [message] = parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [event]}).messages
-    assert message.text == "" and message.has_media
+    assert message.text == "" and message.inbound(None).intent is Intent.FACT
 
 
 def test_emoji_and_non_latin_text_survive_parsing():

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import BOT_ID, post_delivery, runtime_of
-from catbot.delivery import Deliverer
+from catbot.runtime import import_journals
+from catbot.replier import Replier
 from catbot.web import MAX_BODY
 
 IDS = re.compile(r"[1-9][0-9]{0,24}")  # X's ids are positive numbers written without leading zeros
@@ -93,7 +94,7 @@ class Model:
 
     def pending(self) -> int:
         runtime = runtime_of(self.app)
-        runtime.ingest()  # the journal, as a consumer would import it
+        import_journals(runtime.backend)  # the journal, as a consumer would import it
         return runtime.store.health()["pending_messages"]
 
     def check(self, delivery_or_body, delivery=None) -> None:
@@ -110,8 +111,8 @@ class Model:
             self.senders |= {sender for _, sender in expected}
         else:
             assert self.pending() == before
-        deliverer: Deliverer = runtime_of(self.app).deliverer
-        deliverer.run_pass()  # must not raise, whatever was recorded
+        replier: Replier = runtime_of(self.app).replier
+        replier.run_pass()  # must not raise, whatever was recorded
         assert {dm.participant_id for dm in self.emulator.sent} <= self.senders
         assert BOT_ID not in {dm.participant_id for dm in self.emulator.sent}
 

@@ -9,6 +9,7 @@ from flask import Flask
 
 from conftest import CREDS, ServerThread, runtime_of
 from processes import ROOT, VENV_BIN, bot_env, free_port
+from catbot.runtime import import_journals
 from catbot.web import create_app
 
 SECRETS = (CREDS.consumer_secret, CREDS.access_token_secret)
@@ -149,7 +150,7 @@ def test_replayed_events_are_recognised_as_seen(cli, bot_url, emulator, app):
     emulator.deliver_dm("3000000002", "hi")
     runtime = runtime_of(app)  # the same SQLite file and journal as the served bot's
     store = runtime.store
-    runtime.ingest()
+    import_journals(runtime.backend)
     assert store.health()["pending_messages"] == 1
     with emulator._changed:
         delivered_before = len(emulator.delivered)
@@ -161,7 +162,7 @@ def test_replayed_events_are_recognised_as_seen(cli, bot_url, emulator, app):
         time.sleep(0.05)  # the replayed DM and the replay_job_status arrive in the background
     time.sleep(0.2)
     assert len(emulator.delivered) == delivered_before + 2
-    runtime.ingest()
+    import_journals(runtime.backend)
     assert store.health()["pending_messages"] == 1  # the replayed DM did not queue a second reply
 
 

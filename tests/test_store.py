@@ -5,10 +5,11 @@ import time
 
 import pytest
 
-from catbot.events import IncomingDM
+from catbot.budget import RateWindow, budget_verdict
 from catbot.replies import Intent
-from catbot.store import Completion, RedisStore, SqliteStore, budget_verdict
-from catbot.xclient import RateWindow
+from catbot.store import Completion, Inbound
+from catbot.store.redis import RedisStore
+from catbot.store.sqlite import SqliteStore
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -21,8 +22,8 @@ def opener(request, tmp_path):
     return lambda: SqliteStore(path)
 
 
-def dm(event_id: str, sender: str = "3000000002") -> IncomingDM:
-    return IncomingDM("2000000001", event_id, sender, "hi", int(event_id))
+def dm(event_id: str, sender: str = "3000000002", intent: Intent = Intent.FACT) -> Inbound:
+    return Inbound("x_dm", "2000000001", sender, event_id, intent, int(event_id))
 
 
 def _claim_all(opener, out) -> None:
@@ -35,7 +36,7 @@ def _claim_all(opener, out) -> None:
 
 def test_each_batch_is_claimed_by_exactly_one_process(opener):
     store = opener()
-    store.record([(dm(str(i), sender=str(3000 + i)), Intent.FACT) for i in range(200)], time.time())
+    store.record([dm(str(i), sender=str(3000 + i), intent=Intent.FACT) for i in range(200)], time.time())
     out = multiprocessing.get_context("fork").Queue()
     procs = [multiprocessing.get_context("fork").Process(target=_claim_all, args=(opener, out)) for _ in range(4)]
     for p in procs:
@@ -48,7 +49,7 @@ def test_each_batch_is_claimed_by_exactly_one_process(opener):
 
 def test_an_expired_lease_lets_another_consumer_take_over(opener):
     store = opener()
-    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    store.record([dm("1", intent=Intent.FACT)], 1000.0)
     first = store.claim_next(1000.0, lease=60)
     assert store.claim_next(1030.0, lease=60) is None  # still held
     second = store.claim_next(1061.0, lease=60)  # the holder died; the lease ran out
@@ -58,10 +59,10 @@ def test_an_expired_lease_lets_another_consumer_take_over(opener):
 
 
 def test_records_are_durable_across_connections(opener):
-    opener().record([(dm("1"), Intent.FACT)], time.time())
+    opener().record([dm("1", intent=Intent.FACT)], time.time())
     reopened = opener()
     assert reopened.health()["pending_messages"] == 1
-    assert reopened.record([(dm("1"), Intent.FACT)], time.time()).duplicates == 1
+    assert reopened.record([dm("1", intent=Intent.FACT)], time.time()).duplicates == 1
 
 
 def test_budget_is_shared_and_respected(opener):
@@ -99,9 +100,9 @@ def test_budget_verdict_rule():
 
 def test_messages_arriving_during_a_send_are_absorbed_up_to_the_next_command(opener):
     store = opener()
-    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    store.record([dm("1", intent=Intent.FACT)], 1000.0)
     batch = store.claim_next(1000.0, lease=60)
-    store.record([(dm("2"), Intent.FACT), (dm("3"), Intent.FACT), (dm("4"), Intent.STOP), (dm("5"), Intent.FACT)],
+    store.record([dm("2", intent=Intent.FACT), dm("3", intent=Intent.FACT), dm("4", intent=Intent.STOP), dm("5", intent=Intent.FACT)],
                  1001.0)
     assert store.complete(batch, Completion(opted_out=False, sent=True, absorb_facts=True), 1002.0)
     following = store.claim_next(1003.0, lease=60)
@@ -110,7 +111,7 @@ def test_messages_arriving_during_a_send_are_absorbed_up_to_the_next_command(ope
 
 def test_a_retry_waits_for_its_time(opener):
     store = opener()
-    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    store.record([dm("1", intent=Intent.FACT)], 1000.0)
     batch = store.claim_next(1000.0, lease=60)
     store.release(batch, not_before=1010.0, count_attempt=True)
     assert store.claim_next(1005.0, lease=60) is None
@@ -129,31 +130,31 @@ def test_once_only_lease(opener):
 
 def test_prune_forgets_old_ids_only(tmp_path):
     store = SqliteStore(str(tmp_path / "s.sqlite3"))
-    store.record([(dm("1"), Intent.IGNORE)], 1000.0)
-    store.record([(dm("2"), Intent.IGNORE)], 1000.0 + 8 * 86400)
+    store.record([dm("1", intent=Intent.IGNORE)], 1000.0)
+    store.record([dm("2", intent=Intent.IGNORE)], 1000.0 + 8 * 86400)
     store.prune(1000.0 + 8 * 86400)
-    assert store.record([(dm("1"), Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 0
-    assert store.record([(dm("2"), Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 1
+    assert store.record([dm("1", intent=Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 0
+    assert store.record([dm("2", intent=Intent.IGNORE)], 1000.0 + 8 * 86400).duplicates == 1
 
 
 def test_a_user_answered_with_more_waiting_goes_to_the_back_of_the_line(opener):
     store = opener()
-    store.record([(dm("1", "3001"), Intent.FACT), (dm("2", "3002"), Intent.FACT)], 1000.0)
+    store.record([dm("1", "3001", intent=Intent.FACT), dm("2", "3002", intent=Intent.FACT)], 1000.0)
     first = store.claim_next(1000.0, lease=60)
     assert first.user_id == "3001"
-    store.record([(dm("3", "3001"), Intent.HELP)], 1000.5)  # while 3001's reply is in flight
+    store.record([dm("3", "3001", intent=Intent.HELP)], 1000.5)  # while 3001's reply is in flight
     store.complete(first, Completion(opted_out=False, sent=True), 1001.0)
-    store.record([(dm("4", "3003"), Intent.FACT)], 1001.5)
+    store.record([dm("4", "3003", intent=Intent.FACT)], 1001.5)
     assert [store.claim_next(1002.0, 60).user_id for _ in range(2)] == ["3002", "3001"]
 
 
 def test_one_wake_up_per_pass_not_per_message(opener):
     store = opener()
-    assert store.record([(dm("1"), Intent.FACT)], 1000.0).wake is True
-    assert store.record([(dm("2", "3003"), Intent.FACT)], 1000.1).wake is False  # one is pending already
-    assert store.record([(dm("2", "3003"), Intent.FACT)], 1000.1).wake is False  # a duplicate never wakes
+    assert store.record([dm("1", intent=Intent.FACT)], 1000.0).wake is True
+    assert store.record([dm("2", "3003", intent=Intent.FACT)], 1000.1).wake is False  # one is pending already
+    assert store.record([dm("2", "3003", intent=Intent.FACT)], 1000.1).wake is False  # a duplicate never wakes
     store.take_wake()  # a consumer starts its pass
-    assert store.record([(dm("3", "3004"), Intent.FACT)], 1000.2).wake is True
+    assert store.record([dm("3", "3004", intent=Intent.FACT)], 1000.2).wake is True
 
 
 # -- a lost lease (issue 10, items 5 and 7) ---------------------------------------------------------
@@ -161,14 +162,14 @@ def test_a_completion_from_a_lost_lease_cannot_undo_a_stop(opener):
     """"hi", the first consumer stalls past its lease, "stop", the second consumer confirms it;
     the first wakes and completes: only its send is counted, the opt-out stands."""
     store = opener()
-    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    store.record([dm("1", intent=Intent.FACT)], 1000.0)
     stale = store.claim_next(1000.0, lease=60)
-    store.record([(dm("2"), Intent.STOP)], 1010.0)
+    store.record([dm("2", intent=Intent.STOP)], 1010.0)
     current = store.claim_next(1061.0, lease=60)
     assert current.intents == (Intent.FACT, Intent.STOP)
     assert store.complete(current, Completion(opted_out=True, sent=True), 1062.0) is True
     assert store.complete(stale, Completion(opted_out=False, sent=True, absorb_facts=True), 1063.0) is False
-    store.record([(dm("3"), Intent.FACT)], 1070.0)
+    store.record([dm("3", intent=Intent.FACT)], 1070.0)
     again = store.claim_next(1070.0, lease=60)
     assert again.opted_out is True and again.intents == (Intent.FACT,)  # still opted out, message kept
     assert store.sent_since("2000000001", "3000000002", 1000.0) == 2  # both DMs that went out count
@@ -176,7 +177,7 @@ def test_a_completion_from_a_lost_lease_cannot_undo_a_stop(opener):
 
 def test_renew_tells_a_stalled_holder_its_claim_is_gone(opener):
     store = opener()
-    store.record([(dm("1"), Intent.FACT)], 1000.0)
+    store.record([dm("1", intent=Intent.FACT)], 1000.0)
     stale = store.claim_next(1000.0, lease=60)
     assert store.renew(stale, 1030.0, lease=60) is True  # still ours: held until 1090 now
     assert store.claim_next(1061.0, lease=60) is None
@@ -187,7 +188,7 @@ def test_renew_tells_a_stalled_holder_its_claim_is_gone(opener):
 
 def test_claims_of_a_dead_holder_are_voided_at_once(opener):
     store = opener()
-    store.record([(dm("1"), Intent.FACT), (dm("2", sender="3000000003"), Intent.FACT)], 1000.0)
+    store.record([dm("1", intent=Intent.FACT), dm("2", sender="3000000003", intent=Intent.FACT)], 1000.0)
     dead = store.claim_next(1000.0, lease=60)
     assert store.reserve_send(1000.0, dead.token, hold=30) is None  # one probe in flight...
     alive = store.claim_next(1000.0, lease=60)

@@ -7,6 +7,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import BOT_ID, CREDS, drain, payload, post_delivery, runtime_of, signed_headers
+from catbot.runtime import import_journals
 from catbot.security import MAX_CRC_TOKEN, crc_response_token
 
 X_CRC_TOKEN = "M2RkODJkZmMtYjlkYi00NmQ4LTk0MGUtM2JjYzkwM2Q4MjQ0"  # as X sent it in 2026, with its nonce below
@@ -43,7 +44,7 @@ def dm_event(event_id: str, sender: str, text: str) -> dict:
 def pending(app) -> int:
     """Messages recorded and waiting for a reply, journal included (what a consumer would see)."""
     runtime = runtime_of(app)
-    runtime.ingest()
+    import_journals(runtime.backend)
     return runtime.store.health()["pending_messages"]
 
 
@@ -291,7 +292,7 @@ def test_wrong_method_is_405(client):
 
 def test_healthz_reports_store_and_backlog(app, client):
     post_delivery(client, payload("dm_message_create.json"))
-    runtime_of(app).ingest()  # what a consumer does first
+    import_journals(runtime_of(app).backend)  # what a consumer does first
     response = client.get("/healthz")
     assert response.status_code == 200
     body = response.get_json()

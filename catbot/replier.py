@@ -1,8 +1,9 @@
-"""The reply job: turn a user's pending messages into one sent DM.
+"""The reply job: turn a user's pending messages into one sent reply.
 
 Runs inside a queue consumer, never in the webhook. Each pass claims the user whose oldest
 pending message is oldest (fair under backlog), folds their messages into a plan, fetches a
-fact, takes a slot from the shared rate budget, sends, and records the outcome. Every failure
+fact, takes a slot from the shared rate budget, hands the text to the sender of the messages'
+kind (``catbot.outbound``), and records the outcome. Every failure
 path ends in the store (retry time, released claim, or closed batch), so a crash anywhere
 leaves the batch pending for the next pass rather than lost.
 """
@@ -11,27 +12,21 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+
+from typing import Callable, Mapping
 
 import catfacts
 from catbot.logs import event
+from catbot.outbound import Outcome, Sender, SendResult
+from catbot.queue import PassResult
 from catbot.replies import Plan, compose, plan
 from catbot.settings import Settings
-from catbot.store import Batch, Completion, StoreUnavailable
-from catbot.xclient import SendResult, XSender
+from catbot.store import Batch, Completion, Store, StoreUnavailable
 
 PASS_SECONDS = 20.0  # a pass hands over to a fresh task after this, so shutdowns stay quick
 MAX_BACKOFF = 300.0
 
-log = logging.getLogger("catbot.delivery")
-
-
-@dataclass
-class PassResult:
-    handled: int = 0
-    next_run_at: float | None = None  # when more work becomes due, if it is not due now
-    more_now: bool = False  # stopped early with work still due
-    budget_until: float | None = None  # stopped because X's budget is spent until then
+log = logging.getLogger("catbot.replier")
 
 
 def backoff(attempt: int) -> float:
@@ -39,17 +34,24 @@ def backoff(attempt: int) -> float:
     return min(MAX_BACKOFF, 2.0 ** attempt) * random.uniform(0.8, 1.2)
 
 
-class Deliverer:
-    def __init__(self, settings: Settings, store, sender: XSender, facts: catfacts.CatFactsAPI,
-                 clock=time.time, ingest=lambda: None, sleep=time.sleep, announce=lambda: None) -> None:
+def _nothing() -> None:
+    return None
+
+
+class Replier:
+    """Claims batches from the store and answers them through the sender of their kind."""
+
+    def __init__(self, settings: Settings, store: Store, senders: Mapping[str, Sender], facts: catfacts.CatFactsAPI,
+                 *, clock: Callable[[], float] = time.time, import_journals: Callable[[], object] = _nothing,
+                 announce: Callable[[], None] = _nothing, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.store = store
-        self.sender = sender
+        self.senders = senders
         self.facts = facts
         self.clock = clock
-        self.ingest = ingest  # imports journaled deliveries (embedded default; see run_pass)
-        self.sleep = sleep
+        self.import_journals = import_journals  # the embedded default's journals into the store (see run_pass)
         self.announce = announce  # this process is alive, before it claims anything (catbot.liveness)
+        self.sleep = sleep
 
     def run_pass(self) -> PassResult:
         """Deliver due replies until none is due, the budget is spent, or the pass is long."""
@@ -73,7 +75,7 @@ class Deliverer:
             # is spent (15 DMs per 15 minutes for a bot account) they could only wait in the
             # store instead of the journal, and under a flood importing them takes CPU the
             # webhook needs. The sweep imports once a minute regardless.
-            self.ingest()
+            self.import_journals()
             if first:
                 self.store.take_wake()  # from here on, a new message enqueues a new wake-up
                 first = False
@@ -84,15 +86,20 @@ class Deliverer:
                 result.more_now = due is not None and due <= now
                 return result
             result.handled += 1
-            wait_until = self.deliver(batch)
+            wait_until = self.reply(batch)
             if wait_until is not None:  # the budget is spent: nobody can send before then
                 result.next_run_at = result.budget_until = wait_until
                 return result
 
-    def deliver(self, batch: Batch) -> float | None:
+    def reply(self, batch: Batch) -> float | None:
         """Handle one claimed batch. Returns a time to wait for when X's budget is spent."""
         p = plan(list(batch.intents), batch.opted_out)
         who = {"user": batch.user_id, "messages": len(batch.seqs)}
+        sender = self.senders.get(batch.kind)
+        if sender is None:  # a kind whose channel was switched off after its messages arrived
+            self.store.complete(batch, Completion(opted_out=batch.opted_out, sent=False), self.clock())
+            event(log, "reply.no_sender", logging.ERROR, kind=batch.kind, **who)
+            return None
         if not p.sends_anything:
             self.store.complete(batch, Completion(opted_out=p.opted_out, sent=False), self.clock())
             event(log, "reply.skipped", reason="opted_out" if p.opted_out else "nothing_to_say", **who)
@@ -118,8 +125,8 @@ class Deliverer:
             event(log, "reply.lease_lost", logging.WARNING, stage="before_send", **who)
             return None
         lease_ends = time.monotonic() + lease
-        result = self.sender.send(batch.user_id, text)  # never raises for X's or the network's failures
-        if result.kind == "sent":
+        result = sender.send(batch, text)  # never raises for the platform's or the network's failures
+        if result.outcome is Outcome.SENT:
             return self._sent(batch, p, result, rotation, who, lease_ends)
         self.store.settle_send(batch.token, result.windows, self.clock())
         return self._record(batch, p, result, who)
@@ -138,14 +145,14 @@ class Deliverer:
         when the lease runs out; so the completion is retried until it lands (within the
         lease) before anything optional. What remains is the process dying right here."""
         try:
-            self.ingest()  # what the user wrote while the reply was on its way: absorbed or queued
+            self.import_journals()  # what the user wrote while the reply was on its way: absorbed or queued
         except StoreUnavailable:
             pass  # optional: those messages wait for the next pass
         seed, pos = rotation if rotation else (None, None)
         done = Completion(opted_out=p.opted_out, sent=True, absorb_facts=p.fact, fact_seed=seed, fact_pos=pos)
         now = self.clock()  # one time for every try: a retry of a completion that did land is a no-op
         ours = self._until_stored(lambda: self.store.complete(batch, done, now), lease_ends, "complete", who)
-        event(log, "reply.sent", status=result.status, dm_event=result.dm_event_id,
+        event(log, "reply.sent", status=result.status, dm_event=result.message_id,
               source="bundled" if rotation else ("api" if p.fact else "text"), **who)
         if ours is False:
             event(log, "reply.lease_lost", logging.WARNING, stage="after_send", **who)
@@ -171,11 +178,11 @@ class Deliverer:
     def _record(self, batch: Batch, p: Plan, result: SendResult, who) -> float | None:
         now = self.clock()
         status = result.status
-        if result.kind == "rate_limited":
+        if result.outcome is Outcome.RATE_LIMITED:
             self.store.release(batch, result.retry_at, count_attempt=False)
             event(log, "reply.rate_limited", logging.WARNING, status=status, until=int(result.retry_at), **who)
             return result.retry_at
-        if result.kind == "retry" and batch.attempts + 1 < self.settings.send_max_attempts:
+        if result.outcome is Outcome.RETRY and batch.attempts + 1 < self.settings.send_max_attempts:
             delay = backoff(batch.attempts + 1)
             self.store.release(batch, now + delay, count_attempt=True)
             event(log, "reply.retrying", logging.WARNING, status=status, error=result.detail,
@@ -183,6 +190,6 @@ class Deliverer:
             return None
         # rejected by X (4xx), or out of attempts: close the batch; state changes still apply
         self.store.complete(batch, Completion(opted_out=p.opted_out, sent=False), now)
-        name = "reply.rejected" if result.kind == "rejected" else "reply.gave_up"
+        name = "reply.rejected" if result.outcome is Outcome.REJECTED else "reply.gave_up"
         event(log, name, logging.ERROR, status=status, error=result.detail, attempts=batch.attempts + 1, **who)
         return None
