@@ -61,6 +61,7 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         x_timeout=typed("X_TIMEOUT", float, 10.0),
         catfacts_timeout=typed("CATFACTS_TIMEOUT", float, 2.0),
         send_max_attempts=typed("SEND_MAX_ATTEMPTS", int, 8),
+        daily_send_limit=typed("DAILY_SEND_LIMIT", int, 0),
         embedded_consumer=typed("EMBEDDED_CONSUMER", _bool, True),
         worker_threads=typed("WORKER_THREADS", int, 2),
         reply_lease_seconds=typed("REPLY_LEASE_SECONDS", float, 90.0),
@@ -85,6 +86,8 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         problems.append("REPLY_LEASE_SECONDS must exceed X_TIMEOUT + CATFACTS_TIMEOUT by at least 1 second")
     if values["redis_url"] and not re.match(r"^(redis|rediss|unix)://", values["redis_url"]):
         problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    if values["daily_send_limit"] < 0:
+        problems.append("DAILY_SEND_LIMIT must be 0 (no limit) or more")
     if values["send_max_attempts"] < 1:
         problems.append("SEND_MAX_ATTEMPTS must be at least 1")
     if not re.match(r"^https?://[^/\s]+", values["x_api_base_url"]):

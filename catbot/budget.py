@@ -7,6 +7,7 @@ the store so neither imports the other.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -43,3 +44,28 @@ def budget_verdict(windows: Sequence[tuple[int, float, int | None]], inflight: i
         elif limit - inflight <= 0:
             waits.append(now + 1.0)
     return max(waits) if waits else None
+
+
+# -- what X charges, and the bot's own daily cap --------------------------------------------------
+# Pay-per-use prices (2026): each delivered dm.received (or chat.received) event, each DM sent.
+PRICE_RECEIVED = 0.010
+PRICE_SENT = 0.015
+
+
+def utc_day(now: float) -> str:
+    """The UTC day X bills by, as ``YYYY-MM-DD``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def next_utc_midnight(now: float) -> float:
+    return (int(now) // 86400 + 1) * 86400.0
+
+
+def daily_window(limit: int, sent_today: int, now: float) -> tuple[int, float, int]:
+    """``DAILY_SEND_LIMIT`` as one more window for :func:`budget_verdict`: it resets at UTC
+    midnight, and sends in flight count against it like against X's own windows."""
+    return (max(0, limit - sent_today), next_utc_midnight(now), limit)
+
+
+def estimated_spend(received: int, sent: int) -> float:
+    return round(received * PRICE_RECEIVED + sent * PRICE_SENT, 3)

@@ -1,8 +1,9 @@
 """Turning an Account Activity delivery into the direct messages the bot should consider.
 
-X sends every activity of the subscribed account (tweets, follows, typing, read receipts,
-``user_event``, ``replay_job_status`` ...). Only ``direct_message_events`` entries of type
-``message_create`` become :class:`IncomingDM`; everything else is acknowledged and ignored.
+Through the Account Activity API X sends every activity of the subscribed account (tweets,
+follows, typing, read receipts, ``user_event``, ``replay_job_status`` ...); through the X
+Activity API, the event types subscribed to. Only ``message_create`` entries of legacy DM
+events become :class:`IncomingDM`; everything else is acknowledged and ignored.
 Parsing never raises on hostile input: an entry with a missing or mistyped field is skipped
 and counted, so one bad entry cannot hide the good ones beside it.
 """
@@ -22,6 +23,8 @@ from catbot.store import Inbound
 _ID = re.compile(r"[1-9][0-9]{0,24}")
 MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it.
 X_DM = "x_dm"  # the kind of message this module makes (catbot.store.Inbound.kind)
+XAA_DM_EVENTS = frozenset({"dm.received", "dm.sent"})  # X Activity API types that carry legacy DMs
+_AAA_DM_KEYS = frozenset({"for_user_id", "direct_message_events", "users", "apps"})
 
 
 @dataclass(frozen=True)
@@ -96,19 +99,25 @@ def _message(for_user_id: str, event: Any) -> IncomingDM | None:
     )
 
 
-def _envelope(delivery: dict[str, Any]) -> tuple[Any, Any]:
-    """(for_user_id, direct_message_events) from either envelope X uses.
+def _envelope(delivery: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+    """(for_user_id, direct_message_events, other activity) from either envelope X uses.
 
-    The Account Activity API puts them at the top level; the X Activity API wraps them in
-    ``{"data": {"event_type": "dm.received", "filter": {"user_id"}, "payload": {...}}}``.
+    The Account Activity API puts DM events at the top level beside every other activity of
+    the account. The X Activity API sends one event per delivery, ``{"data": {"event_uuid",
+    "event_type", "filter": {"user_id"}, "tag"?, "payload", "includes"?}}``: ``dm.received`` and
+    ``dm.sent`` carry legacy DM events in ``payload``; any other type (``dm.read``,
+    ``dm.indicate_typing``, ``chat.*``, ``follow.follow``, ``oauth.revoke``...) is only named.
     """
     data = delivery.get("data")
     if "direct_message_events" not in delivery and isinstance(data, dict):
-        payload = data.get("payload")
-        filt = data.get("filter")
+        event_type = data.get("event_type")
+        if isinstance(event_type, str) and event_type not in XAA_DM_EVENTS:
+            return None, None, [event_type[:40]]
+        payload, filt = data.get("payload"), data.get("filter")
         if isinstance(payload, dict) and isinstance(filt, dict):
-            return filt.get("user_id"), payload.get("direct_message_events")
-    return delivery.get("for_user_id"), delivery.get("direct_message_events")
+            return filt.get("user_id"), payload.get("direct_message_events"), []
+    other = sorted(k for k in delivery if isinstance(k, str) and k not in _AAA_DM_KEYS)[:20]
+    return delivery.get("for_user_id"), delivery.get("direct_message_events"), other
 
 
 def parse_delivery(delivery: Any) -> ParsedDelivery:
@@ -117,10 +126,7 @@ def parse_delivery(delivery: Any) -> ParsedDelivery:
     if not isinstance(delivery, dict):
         parsed.malformed += 1
         return parsed
-    parsed.other_activity = sorted(
-        k for k in delivery if isinstance(k, str) and k not in {"for_user_id", "direct_message_events", "users", "apps"}
-    )[:20]
-    raw_for_user, events = _envelope(delivery)
+    raw_for_user, events, parsed.other_activity = _envelope(delivery)
     if events is None:
         return parsed
     for_user_id = _id(raw_for_user)

@@ -16,6 +16,7 @@ import time
 from typing import Callable, Mapping
 
 import catfacts
+from catbot.budget import utc_day
 from catbot.logs import event
 from catbot.outbound import Outcome, Sender, SendResult
 from catbot.queue import PassResult
@@ -66,6 +67,7 @@ class Replier:
                 return result
             budget_wait = self.store.send_wait(now)
             if budget_wait is not None:
+                self._say_if_paused(now, budget_wait)
                 # Nothing can be sent before then. If this pass has not cleared the wake-up flag
                 # yet, it stays set, so new messages do not wake consumers for nothing; the task
                 # scheduled for then (or the sweep) clears it.
@@ -90,6 +92,12 @@ class Replier:
             if wait_until is not None:  # the budget is spent: nobody can send before then
                 result.next_run_at = result.budget_until = wait_until
                 return result
+
+    def _say_if_paused(self, now: float, until: float) -> None:
+        """``DAILY_SEND_LIMIT`` reached: pending replies wait for UTC midnight, and the log says so."""
+        limit = self.settings.daily_send_limit
+        if limit and self.store.day_counts(utc_day(now))[1] >= limit:
+            event(log, "sending.paused", logging.WARNING, reason="daily_send_limit", limit=limit, until=int(until))
 
     def reply(self, batch: Batch) -> float | None:
         """Handle one claimed batch. Returns a time to wait for when X's budget is spent."""

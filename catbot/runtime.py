@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import catfacts
+from catbot.budget import estimated_spend, utc_day
 from catbot.events import X_DM
 from catbot.journal import Journal
 from catbot.liveness import Heartbeats, Liveness, LockFiles, holder_id
@@ -45,13 +46,13 @@ def open_backend(settings: Settings) -> Backend:
     if settings.redis_url:
         from catbot.store.redis import RedisStore  # the embedded default does not need redis
 
-        redis_store = RedisStore(settings.redis_url)
+        redis_store = RedisStore(settings.redis_url, daily_send_limit=settings.daily_send_limit)
         return Backend(redis_store, None, redis_huey(redis_store.client.connection_pool),
                        Heartbeats(redis_store.client))
     from catbot.store.sqlite import SqliteStore
 
     path = settings.sqlite_path
-    sqlite_store = SqliteStore(path)
+    sqlite_store = SqliteStore(path, daily_send_limit=settings.daily_send_limit)
     return Backend(sqlite_store, Journal(path + ".journal", sqlite_store), sqlite_huey(path),
                    LockFiles(path + ".consumers"))
 
@@ -91,6 +92,9 @@ class Upkeep:
             self.journal.remove_leftovers()
         if not self.store.try_lease("sweep", 45, now):
             return None
+        yesterday = utc_day(now - 86400)
+        if self.store.try_lease(f"day-report:{yesterday}", 2 * 86400, now):  # once a day, across processes
+            event(log, "spend.daily", **day_report(self.store, self.settings, now, yesterday))
         self.store.mark("alive", now)
         self.store.prune(now)
         self.store.take_wake()  # a wake-up lost with a crashed consumer must not block later ones
@@ -197,6 +201,18 @@ class Runtime:
         if self.journal is not None:
             health["journal_bytes"] = self.journal.pending_bytes()
         return health
+
+    def today(self) -> dict[str, object]:
+        """This UTC day's traffic and what X bills for it (``/healthz``)."""
+        return day_report(self.store, self.settings, self.clock())
+
+
+def day_report(store: Store, settings: Settings, now: float, day: str | None = None) -> dict[str, object]:
+    day = day or utc_day(now)
+    received, sent = store.day_counts(day)
+    limit = settings.daily_send_limit
+    return {"day": day, "received": received, "sent": sent, "estimated_spend_usd": estimated_spend(received, sent),
+            "daily_send_limit": limit or None, "sending_paused": bool(limit and sent >= limit)}
 
 
 def build_runtime(settings: Settings, *, senders: Mapping[str, Sender] | None = None, x_client=None,

@@ -32,6 +32,7 @@ class Settings:
     catfacts_timeout: float = 2.0
     catfacts_max_length: int = 240
     send_max_attempts: int = 8
+    daily_send_limit: int = 0  # DMs sent per UTC day at most (0: no limit of the bot's own)
     embedded_consumer: bool = True
     worker_threads: int = 2
     reply_lease_seconds: float = 90.0

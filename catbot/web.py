@@ -108,8 +108,10 @@ def receive_delivery():
     # Each message gets one INFO line where the store records it: here on Redis; in the embedded
     # default at journal import (``delivery.recorded``), so this line is DEBUG there unless
     # something was malformed. At thousands of deliveries a second, a line each costs about a
-    # tenth of the webhook's CPU (docs/performance.md).
-    level = logging.DEBUG if runtime.journal is not None and not parsed.malformed else logging.INFO
+    # tenth of the webhook's CPU (docs/performance.md). A delivery with no message for the bot
+    # (an event type it does not act on) gets its INFO line here: its type is all there is to say.
+    quiet = runtime.journal is not None and not parsed.malformed and (messages or not parsed.other_activity)
+    level = logging.DEBUG if quiet else logging.INFO
     if log.isEnabledFor(level):
         event(log, "delivery.accepted", level, **recorded, own=parsed.own_messages or None,
               malformed=parsed.malformed or None, other_account=(len(parsed.messages) - len(messages)) or None,
@@ -122,9 +124,10 @@ def healthz():
     runtime = _runtime()
     try:
         store = runtime.backlog()
+        today = runtime.today()
     except StoreUnavailable as exc:
         return jsonify(status="unavailable", store={"ok": False, "error": str(exc)[:200]}), 503
-    return jsonify(status="ok", store={"ok": True, **store}, backlog=store["pending_messages"])
+    return jsonify(status="ok", store={"ok": True, **store}, backlog=store["pending_messages"], today=today)
 
 
 def _http_error(exc: HTTPException):

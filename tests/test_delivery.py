@@ -4,6 +4,7 @@ conversation, budget, fairness and every failure answer X can give.
 tweepy talks real HTTP to the emulator, which verifies each request's OAuth 1.0a signature.
 A small clock stands in for waiting on retry times; X's own rate windows are real seconds.
 """
+import logging
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from catbot.replies import HELP_TEXT, START_TEXT, STOP_TEXT, Intent
 from catbot.runtime import build_runtime
 from catbot.web import create_app
 import catfacts
+from catbot.budget import next_utc_midnight, utc_day
 
 
 class Clock:
@@ -361,3 +363,45 @@ def test_no_dm_text_or_secret_in_info_logs(bot, emulator, caplog, settings):
     # One INFO line per delivery where the store records it: the journal import on SQLite.
     recorded = "event=delivery.recorded" if bot.store.backend == "sqlite" else "event=delivery.accepted"
     assert recorded in caplog.text and "event=reply.sent" in caplog.text
+
+
+# -- what X bills, and the bot's own daily cap (issue 12) -------------------------------------------
+def test_healthz_reports_todays_traffic_and_estimated_spend(bot, emulator):
+    bot.send("3000000002")
+    again = bot.send("3000000003")
+    assert post_delivery(bot.client, again).status_code == 200  # a redelivery is one event, billed once
+    bot.run()
+    today = bot.client.get("/healthz").get_json()["today"]
+    assert today == {"day": utc_day(bot.clock()), "received": 2, "sent": 2, "estimated_spend_usd": 0.05,
+                     "daily_send_limit": None, "sending_paused": False}
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_daily_send_limit_stops_sending_keeps_what_is_pending_and_says_so(settings, clock, emulator):
+    bot = Bot(settings.replace(daily_send_limit=2), clock)
+    lines = _Lines()
+    logging.getLogger("catbot.replier").addHandler(lines)
+    try:
+        for user in ("3000000001", "3000000002", "3000000003"):
+            bot.send(user)
+        bot.run()
+        assert len(emulator.sent) == 2 and bot.pending() == 1
+        today = bot.client.get("/healthz").get_json()["today"]
+        assert (today["sent"], today["daily_send_limit"], today["sending_paused"]) == (2, 2, True)
+        bot.run()
+        assert len(emulator.sent) == 2  # still paused
+        assert any("event=sending.paused" in line and "reason=daily_send_limit" in line for line in lines.lines)
+        clock.advance(next_utc_midnight(clock()) - clock() + 1)  # a new UTC day
+        bot.run()
+        assert [dm.participant_id for dm in emulator.sent] == ["3000000001", "3000000002", "3000000003"]
+        assert bot.client.get("/healthz").get_json()["today"]["sending_paused"] is False
+    finally:
+        logging.getLogger("catbot.replier").removeHandler(lines)

@@ -1,6 +1,8 @@
 """Parsing deliveries: what becomes a DM to answer, and what is skipped without crashing."""
 import copy
 
+import pytest
+
 from conftest import BOT_ID, payload
 from catbot.replies import Intent
 from catbot.events import is_own_message, parse_delivery
@@ -96,9 +98,37 @@ def test_missing_for_user_id_yields_nothing():
     assert parse_delivery(delivery).messages == []
 
 
-def test_x_activity_envelope():
-    [message] = parse_delivery(payload("x_activity_dm_received.json")).messages
-    assert message.sender_id == "3000000009" and message.for_user_id == BOT_ID
+def test_x_activity_dm_received_as_x_publishes_it():
+    """X's published sample: a signed-integer event_uuid, wrapped user objects, a tag."""
+    delivery = payload("xaa/dm_received.json")
+    assert delivery["data"]["event_uuid"].startswith("-") and "data" in delivery["data"]["payload"]["users"][BOT_ID]
+    parsed = parse_delivery(delivery)
+    [message] = parsed.messages
+    assert (message.for_user_id, message.sender_id, message.event_id, message.text) == (
+        BOT_ID, "3000000002", "2080765901528535096", "hello!")
+    assert parsed.malformed == 0 and parsed.other_activity == []
+
+
+def test_x_activity_dm_sent_is_the_bots_own_message():
+    parsed = parse_delivery(payload("xaa/dm_sent.json"))
+    assert parsed.messages == [] and parsed.own_messages == 1 and parsed.malformed == 0
+
+
+def _xaa(event_type: str, payload_: dict) -> dict:
+    return {"data": {"event_uuid": "-1234567890123456789", "filter": {"user_id": BOT_ID},
+                     "event_type": event_type, "payload": payload_}}
+
+
+@pytest.mark.parametrize("delivery", [
+    payload("xaa/chat_received.json"), payload("xaa/chat_sent.json"), payload("xaa/follow_follow.json"),
+    payload("xaa/oauth_revoke.json"), payload("xaa/like_create.json"),
+    _xaa("dm.read", {"dm_conversation_id": f"3000000002-{BOT_ID}", "last_read_event_id": "2080765901528535096"}),
+    _xaa("dm.indicate_typing", {"dm_conversation_id": f"3000000002-{BOT_ID}", "sender_id": "3000000002"}),
+], ids=lambda d: d["data"]["event_type"])
+def test_other_x_activity_event_types_are_named_and_ignored(delivery):
+    parsed = parse_delivery(delivery)
+    assert parsed.messages == [] and parsed.malformed == 0
+    assert parsed.other_activity == [delivery["data"]["event_type"]]
 
 
 def test_text_is_not_in_repr():

@@ -64,3 +64,10 @@ def test_a_copied_env_example_with_keys_filled_in_loads(tmp_path):
     (tmp_path / ".env").write_text(text)
     s = load_settings(Config(RepositoryEnv(str(tmp_path / ".env"))))
     assert s.replies_per_user_per_hour == 5 and s.catfacts_api_url == "https://catfact.ninja/fact"
+
+
+def test_daily_send_limit_is_off_by_default_and_never_negative(tmp_path):
+    assert load_settings(config(tmp_path, FULL)).daily_send_limit == 0
+    assert load_settings(config(tmp_path, {**FULL, "DAILY_SEND_LIMIT": "500"})).daily_send_limit == 500
+    with pytest.raises(SettingsError, match="DAILY_SEND_LIMIT"):
+        load_settings(config(tmp_path, {**FULL, "DAILY_SEND_LIMIT": "-1"}))

@@ -254,7 +254,7 @@ def test_delivery_for_another_account_is_not_answered(app, client):
 
 
 def test_x_activity_api_envelope_is_understood(app, client):
-    assert post_delivery(client, payload("x_activity_dm_received.json")).status_code == 200
+    assert post_delivery(client, payload("xaa/dm_received.json")).status_code == 200
     assert pending(app) == 1
 
 

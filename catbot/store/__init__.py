@@ -118,6 +118,11 @@ class Store(Protocol):
         """Void the claims and send reservations of holders ``alive`` says are gone, so they are
         claimable now; returns how many claims."""
 
+    def day_counts(self, day: str) -> tuple[int, int]:
+        """(messages received, replies sent) in UTC day ``day`` (``YYYY-MM-DD``): new events
+        recorded, and sends completed whoever held the claim. With a ``daily_send_limit`` the
+        budget (``send_wait``, ``reserve_send``) also keeps sends within it until UTC midnight."""
+
     def sent_since(self, for_user_id: str, user_id: str, since: float) -> int:
         """Replies sent to this user after ``since`` (the per-user cap)."""
 

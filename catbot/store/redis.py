@@ -15,6 +15,7 @@ Keys (prefix ``catbot:``):
     budget:<name>, budgets    hash: remaining, reset_at, limit; the set of known names
     inflight                  zset of reserved sends, score = when the reservation lapses
     pending, seq, wake        counters and the wake-up flag
+    day:<YYYY-MM-DD>          hash: received, sent (UTC day; spend and DAILY_SEND_LIMIT), expires
     lease:<name>, mark:<name> coordination; alive:<holder> liveness (catbot.liveness)
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import random
 from typing import Callable, Sequence
 
-from catbot.budget import RateWindow, budget_verdict
+from catbot.budget import RateWindow, budget_verdict, daily_window, utc_day
 from catbot.liveness import Heartbeats, holder_of, new_token
 from catbot.replies import Intent
 from catbot.store import SEEN_RETENTION, Batch, Completion, Inbound, RecordResult, StoreUnavailable
@@ -41,14 +42,19 @@ def _key(for_user_id: str, user_id: str) -> str:
     return f"{for_user_id}:{user_id}"
 
 
+def _day_key(now: float) -> str:
+    return f"catbot:day:{utc_day(now)}"
+
+
 class RedisStore:
     """All of the bot's state in Redis (see the module docstring for the keys)."""
 
     backend = "redis"
 
-    def __init__(self, url: str, client=None) -> None:
+    def __init__(self, url: str, client=None, daily_send_limit: int = 0) -> None:
         import redis  # imported here: the embedded default does not need it
 
+        self.daily_send_limit = daily_send_limit  # DAILY_SEND_LIMIT: 0 for none
         self._errors = (redis.exceptions.RedisError, OSError)
         options = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 30,
                    "retry_on_timeout": False}
@@ -79,11 +85,11 @@ class RedisStore:
 
     # -- the webhook's side -------------------------------------------------------------------
     _RECORD = _script("record", """
--- ARGV: now, seen TTL, then per message: account, event id, user, intent, created_ms,
---       a fact seed for a new user, kind, payload ('' for none)
-local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- ARGV: now, seen TTL, the day's counter key, then per message: account, event id, user,
+--       intent, created_ms, a fact seed for a new user, kind, payload ('' for none)
+local now, ttl, daykey = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local new, dup, ign = 0, 0, 0
-for i = 3, #ARGV, 8 do
+for i = 4, #ARGV, 8 do
   local f, ev, u, intent, created, seed = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
   if not redis.call('SET', 'catbot:seen:'..f..':'..ev, '1', 'NX', 'EX', ttl) then
     dup = dup + 1
@@ -103,6 +109,10 @@ for i = 3, #ARGV, 8 do
     new = new + 1
   end
 end
+if new + ign > 0 then
+  redis.call('HINCRBY', daykey, 'received', new + ign)
+  redis.call('EXPIRE', daykey, 8 * 86400)
+end
 local wake = 0
 if new > 0 and redis.call('SET', 'catbot:wake', '1', 'NX') then wake = 1 end
 return {new, dup, ign, wake}
@@ -111,7 +121,7 @@ return {new, dup, ign, wake}
     def record(self, messages: Sequence[Inbound], now: float) -> RecordResult:
         if not messages:
             return RecordResult(0, 0, 0)
-        args: list[object] = [now, SEEN_RETENTION]
+        args: list[object] = [now, SEEN_RETENTION, _day_key(now)]
         for m in messages:
             args += [m.for_user_id, m.event_id, m.user_id, m.intent.value, m.created_ms, random.getrandbits(31),
                      m.kind, m.payload or ""]
@@ -168,12 +178,16 @@ return 1
 
     _COMPLETE = _script("complete", """
 -- ARGV: 1 user key, 2 token, 3 highest seq answered, 4 opted_out, 5 sent, 6 absorb facts,
---       7 fact_seed ('' keep), 8 fact_pos, 9 now, 10 member for the sent zset (idempotent)
+--       7 fact_seed ('' keep), 8 fact_pos, 9 now, 10 member for the sent zset (idempotent),
+--       11 the day's counter key
 local key, token, max_seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ukey, ikey = 'catbot:user:'..key, 'catbot:inbox:'..key
 if ARGV[5] == '1' then  -- a DM went out: true whoever holds the user now (the per-user cap)
   local skey = 'catbot:sent:'..key
-  redis.call('ZADD', skey, ARGV[9], ARGV[10])
+  if redis.call('ZADD', skey, ARGV[9], ARGV[10]) == 1 then  -- not a retry of a completion that landed
+    redis.call('HINCRBY', ARGV[11], 'sent', 1)
+    redis.call('EXPIRE', ARGV[11], 8 * 86400)
+  end
   redis.call('ZREMRANGEBYSCORE', skey, '-inf', tonumber(ARGV[9]) - 3600)
   redis.call('EXPIRE', skey, 7200)
 end
@@ -205,7 +219,7 @@ return 1
     def complete(self, batch: Batch, done: Completion, now: float) -> bool:
         args = [_key(batch.for_user_id, batch.user_id), batch.token, max(batch.seqs), int(done.opted_out),
                 int(done.sent), int(done.absorb_facts), "" if done.fact_seed is None else done.fact_seed,
-                "" if done.fact_pos is None else done.fact_pos, now, f"{now}:{batch.token}"]
+                "" if done.fact_pos is None else done.fact_pos, now, f"{now}:{batch.token}", _day_key(now)]
         return bool(self._run(self._COMPLETE, args))
 
     _RELEASE = _script("release", """
@@ -258,6 +272,10 @@ return voided
                 args += [key, token]
         return int(self._run(self._VOID, args)) if len(args) > 1 else 0
 
+    def day_counts(self, day: str) -> tuple[int, int]:
+        received, sent = self._do(self.client.hmget, f"catbot:day:{day}", "received", "sent")
+        return int(received or 0), int(sent or 0)
+
     def sent_since(self, for_user_id: str, user_id: str, since: float) -> int:
         return int(self._do(self.client.zcount, f"catbot:sent:{_key(for_user_id, user_id)}", f"({since}", "+inf"))
 
@@ -271,6 +289,8 @@ return voided
     def _budget(self, pipe, now: float) -> tuple[list[tuple[int, float, int | None]], int]:
         inflight = pipe.zcount("catbot:inflight", f"({now}", "+inf")
         windows = []
+        if self.daily_send_limit:
+            windows.append(daily_window(self.daily_send_limit, int(pipe.hget(_day_key(now), "sent") or 0), now))
         for name in pipe.smembers("catbot:budgets"):
             remaining, reset_at, limit = pipe.hmget(b"catbot:budget:" + name, "remaining", "reset_at", "limit")
             if remaining is not None:

@@ -37,6 +37,8 @@ create table if not exists catbot_flags (  -- a wake-up is pending
     name text primary key, value integer not null);
 create table if not exists catbot_counters (  -- what went wrong and was handled, for /healthz
     name text primary key, value integer not null);
+create table if not exists catbot_daily (  -- per UTC day: messages received (new events) and replies sent
+    day text primary key, received integer not null default 0, sent integer not null default 0);
 insert or ignore into catbot_flags (name, value) values ('wake', 0);
 
 -- @staging

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from catbot.budget import RateWindow, budget_verdict
+from catbot.budget import RateWindow, budget_verdict, daily_window, utc_day
 from catbot.liveness import SEPARATOR, LockFiles, holder_of, new_token
 from catbot.replies import Intent
 from catbot.store import (SEEN_RETENTION, SENT_RETENTION, Batch, Completion, Inbound, RecordResult,
@@ -30,8 +30,9 @@ class SqliteStore:
 
     backend = "sqlite"
 
-    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str, busy_timeout: float = 5.0, daily_send_limit: int = 0) -> None:
         self.path = path
+        self.daily_send_limit = daily_send_limit  # DAILY_SEND_LIMIT: 0 for none
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         directory = os.path.dirname(os.path.abspath(path))
@@ -162,6 +163,9 @@ class SqliteStore:
             return RecordResult(new=0, duplicates=staged, ignored=0)
         db.execute("insert into catbot_seen (for_user_id, event_id, received_at)"
                    " select for_user_id, event_id, received_at from temp.catbot_incoming where fresh")
+        db.execute("insert into catbot_daily (day, received) select strftime('%Y-%m-%d', received_at, 'unixepoch'),"
+                   " count(*) from temp.catbot_incoming where fresh group by 1"
+                   " on conflict (day) do update set received = received + excluded.received")
         (last_seq,) = db.execute("select coalesce((select seq from sqlite_sequence where name = 'catbot_inbox'), 0)"
                                  ).fetchone()
         new = db.execute(
@@ -225,6 +229,8 @@ class SqliteStore:
             if done.sent:
                 db.execute("insert into catbot_sent (for_user_id, user_id, sent_at) values (?, ?, ?)",
                            (batch.for_user_id, batch.user_id, now))
+                db.execute("insert into catbot_daily (day, sent) values (?, 1)"
+                           " on conflict (day) do update set sent = sent + 1", (utc_day(now),))
             (token,) = db.execute("select claim_token from catbot_users where for_user_id = ? and user_id = ?",
                                   (batch.for_user_id, batch.user_id)).fetchone()
             if token != batch.token:
@@ -296,7 +302,15 @@ class SqliteStore:
     def send_wait(self, now: float) -> float | None:
         """Read-only :func:`budget_verdict`: whether a send would fit now (None) or when to look again."""
         inflight = self._read("select count(*) from catbot_inflight where until > ?", (now,))[0][0]
-        return budget_verdict(self._read("select remaining, reset_at, lim from catbot_budget"), inflight, now)
+        windows = self._read("select remaining, reset_at, lim from catbot_budget")
+        return budget_verdict(windows + self._daily_window(self.day_counts(utc_day(now))[1], now), inflight, now)
+
+    def _daily_window(self, sent_today: int, now: float) -> list[tuple[int, float, int | None]]:
+        return [daily_window(self.daily_send_limit, sent_today, now)] if self.daily_send_limit else []
+
+    def day_counts(self, day: str) -> tuple[int, int]:
+        row = self._read("select received, sent from catbot_daily where day = ?", (day,))
+        return row[0] if row else (0, 0)
 
     def reserve_send(self, now: float, token: str, hold: float) -> float | None:
         """Reserve one send. None: go ahead. A number: nobody may send before then.
@@ -307,7 +321,8 @@ class SqliteStore:
             db.execute("delete from catbot_inflight where until <= ?", (now,))
             (inflight,) = db.execute("select count(*) from catbot_inflight").fetchone()
             windows = db.execute("select remaining, reset_at, lim from catbot_budget").fetchall()
-            wait = budget_verdict(windows, inflight, now)
+            row = db.execute("select sent from catbot_daily where day = ?", (utc_day(now),)).fetchone()
+            wait = budget_verdict(windows + self._daily_window(row[0] if row else 0, now), inflight, now)
             if wait is None:
                 db.execute("insert or replace into catbot_inflight (token, until) values (?, ?)", (token, now + hold))
         return wait
@@ -358,6 +373,8 @@ class SqliteStore:
         """Forget what can no longer matter: old event ids and old per-user send times."""
         with self._tx() as db:
             db.execute("delete from catbot_seen where received_at < ?", (now - SEEN_RETENTION,))
+            db.execute("delete from catbot_leases where until < ?", (now,))
+            db.execute("delete from catbot_daily where day < ?", (utc_day(now - 7 * 86400),))
             db.execute("delete from catbot_sent where sent_at < ?", (now - SENT_RETENTION,))
 
 
