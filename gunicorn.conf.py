@@ -15,7 +15,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # it in one of its threads, so slow or stalled clients cannot hold a worker (catbot/server.py;
 # with sync workers two of them took the bot offline). A request must arrive within 10 s.
 worker_class = "catbot.server.BufferedThreadWorker"
-threads = 4  # threads only run whole requests: a few cover the app's own waits (SQLite, the journal)
+# Threads only ever run whole requests, so they wait on nothing but the app itself (SQLite, the
+# journal, Redis). 2 and 4 measured alike in throughput; 2 had the lower ack p99 in 4 of 5 runs
+# (more threads interleave CPU-bound requests on the GIL; docs/performance.md).
+threads = 2
 worker_connections = 250  # per worker; when full, the connection waiting longest for its request goes
 keepalive = 2  # seconds an idle connection is kept for its next request (gunicorn's default)
 graceful_timeout = 25  # inside Heroku's 30 s between SIGTERM and SIGKILL

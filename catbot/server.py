@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import errno
 import re
+import select
 import selectors
 import socket
 import time
@@ -280,6 +281,7 @@ class BufferedThreadWorker(ThreadWorker):
         self._stop_capped = False
         self._dropped = {"timed out": 0, "dropped to make room": 0}
         self._next_report = 0.0
+        self._probe = select.poll()  # one fd at a time: is there room to answer (_has_room_to_answer)
 
     @classmethod
     def check_config(cls, cfg, log) -> None:
@@ -364,10 +366,25 @@ class BufferedThreadWorker(ThreadWorker):
         """Give the thread pool a connection whose parser holds the whole request."""
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, (), conn.client)  # reads its buffer, never the socket
+        elif not self._has_room_to_answer(conn):
+            self.log.debug("Closing %s: it does not read its answers", conn.client)
+            self._forget(conn)
+            return
         conn.parser.unreader.unread(bytes(conn.buf))
         conn.buf = bytearray()
         conn.partial, conn.data_ready = handed_on, True
         self.enqueue_req(conn)
+
+    def _has_room_to_answer(self, conn: BufferedConn) -> bool:
+        """Whether an answer fits in the connection's send buffer now. A client that keeps sending
+        requests (pipelined or not) without reading the answers fills it, and the next answer
+        would hold a thread until ``REQUEST_TIMEOUT``; such a client is not served further."""
+        fd = conn.sock.fileno()
+        self._probe.register(fd, select.POLLOUT)
+        try:
+            return bool(self._probe.poll(0))
+        finally:
+            self._probe.unregister(fd)
 
     def handle_request(self, req, conn):
         if conn.partial:
