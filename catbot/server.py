@@ -9,8 +9,9 @@ consumers running in them (issue 10, item 4).
 
 Here the worker's main loop reads every connection without blocking, into a buffer, until one
 whole request is there (``RequestScanner`` decides when), and only then hands the connection to
-the thread pool, its parser filled with those bytes and unable to read the socket. So a thread
-never waits on a client, and a small pool suffices. A request must arrive whole within
+the thread pool, its parser filled with those bytes and unable to read the socket; a further
+request on a connection whose answers are not being read is not served. So a thread never
+waits on a client, and a small pool suffices. A request must arrive whole within
 ``REQUEST_TIMEOUT`` of its first byte (X itself waits 10 s for an answer); a connection that
 misses it is answered 408 and closed. Memory stays bounded: at most ``worker_connections``
 connections and ``BUFFER_BUDGET`` buffered bytes per worker; to make room, the connection that
@@ -21,7 +22,7 @@ to 2 s in its main loop reading from a client after the last response, which a c
 keeps the connection open and silent turns into another stall.
 
 HTTP/1.1 over plain TCP only (Heroku's router terminates TLS): ``check_config`` refuses TLS,
-HTTP/2, the uwsgi protocol and the PROXY protocol. This module imports nothing of the bot's,
+HTTP/2, the uwsgi and PROXY protocols and obsolete line folding. This module imports nothing of the bot's,
 so the benchmark's bare Flask baseline runs under the same worker.
 """
 from __future__ import annotations
@@ -261,8 +262,9 @@ class BufferedConn(TConn):
         self.gone = False  # closed and no longer counted
 
     def init(self) -> None:
-        """In the thread: reads never touch the socket (the parser holds the request), but writes
-        do; a client that does not read its answers holds the thread at most ``REQUEST_TIMEOUT``."""
+        """In the thread: reads never touch the socket (the parser holds the request), writes do.
+        The answer has room in the send buffer (``_has_room_to_answer``); should it not, the thread
+        still waits at most ``REQUEST_TIMEOUT``."""
         super().init()
         self.sock.settimeout(REQUEST_TIMEOUT)
 
