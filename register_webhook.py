@@ -91,8 +91,7 @@ def cmd_register(api: AccountActivity, report: Report, url: str, replace: bool) 
                 report.say(f"webhook {hook['id']} is already registered for {url} and valid")
             else:
                 report.say(f"webhook {hook['id']} for {url} is marked invalid; asking X to re-check it")
-                api.recheck(hook["id"])
-                hook["valid"] = True
+                hook["valid"] = _recheck(api, hook)
                 report.changed = True
                 report.say(f"webhook {hook['id']} passed X's CRC check")
             report.result["webhook"] = hook
@@ -176,10 +175,17 @@ def cmd_status(api: AccountActivity, report: Report) -> None:
                f"{count.get('provisioned_count', '?')}")
 
 
+def _recheck(api: AccountActivity, hook: dict[str, Any]) -> bool:
+    """X's CRC check of the webhook, run now; a check that ran and failed is a refusal too."""
+    if not api.recheck(hook["id"]):
+        raise XRefused(200, "CrcValidationFailed", f"X checked webhook {hook['id']} ({hook['url']}) and marked it "
+                                                   "invalid: it receives no events until a check passes")
+    return True
+
+
 def cmd_check(api: AccountActivity, report: Report, webhook_id: str | None) -> None:
     hook = _pick_webhook(api, webhook_id)
-    api.recheck(hook["id"])
-    report.result["valid"] = True
+    report.result["valid"] = _recheck(api, hook)
     report.say(f"webhook {hook['id']} ({hook['url']}) passed X's CRC check")
 
 

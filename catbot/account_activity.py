@@ -8,6 +8,8 @@ apply here too.
 """
 from __future__ import annotations
 
+import math
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -22,10 +24,11 @@ from catbot.settings import Settings
 from catbot.xclient import build_session, is_loopback
 
 API = "https://api.x.com"
+X_DEADLINE = 10.0  # seconds X waits for a webhook's answer (X's current webhook docs; legacy pages said 3)
 ADVICE = {
     "CrcValidationFailed": "X's CRC check of the URL failed. Check that the bot is running at that URL over https, "
-                           "answers GET /webhook/twitter?crc_token=... within 3 s, and uses the same CONSUMER_SECRET "
-                           "as this app (a different secret gives a wrong response_token).",
+                           f"answers GET /webhook/twitter?crc_token=... within {X_DEADLINE:.0f} s, and uses the same "
+                           "CONSUMER_SECRET as this app (a different secret gives a wrong response_token).",
     "UrlValidationFailed": "X refused the URL: it must be https, have no port, and be at most 200 characters.",
     "DuplicateUrlFailed": "A webhook with this URL exists already; `status` shows it, `check` re-validates it.",
     "WebhookLimitExceeded": "The app's webhook limit is taken. Use `register URL --replace` to replace the old "
@@ -35,6 +38,10 @@ ADVICE = {
     "SubscriptionLimitExceeded": "The app's subscription limit is reached; remove one with `unsubscribe` or raise "
                                  "your access tier.",
     "SubscriptionNotFound": "The account is not subscribed to this webhook.",
+    "QueryParamInvalid": "X refused the replay window: from_date must lie within the last 24 hours and before "
+                         "to_date, neither in the future. Ask for a shorter --since, or check this machine's clock.",
+    "ReplayConflictError": "A replay job is already running for this webhook; X takes one at a time. Wait until it "
+                           "finishes (the bot logs its replay_job_status) and ask again.",
     401: "X did not accept the credentials. Check CONSUMER_KEY/CONSUMER_SECRET and, for subscribing, "
          "ACCESS_TOKEN/ACCESS_TOKEN_SECRET of the bot account.",
     403: "X refused the request. The Account Activity API needs the pay-per-use or enterprise tier and an app "
@@ -45,14 +52,20 @@ ADVICE = {
 
 
 class XRefused(Exception):
-    """X answered with an error; ``reason`` is X's reason code or the HTTP status."""
+    """X answered with an error; ``reason`` is X's reason code or the HTTP status. ``said`` is all
+    the text of X's answer, for callers that recognise a refusal by its words; ``advice``, when
+    given, replaces the advice looked up by reason and status."""
 
-    def __init__(self, status: int | None, reason: str | int, detail: str) -> None:
-        self.status, self.reason, self.detail = status, reason, detail
+    def __init__(self, status: int | None, reason: str | int, detail: str, said: str = "",
+                 advice: str | None = None) -> None:
+        self.status, self.reason, self.detail, self.said = status, reason, detail, said or detail
+        self._advice = advice
         super().__init__(f"{reason}: {detail}")
 
     @property
     def advice(self) -> str:
+        if self._advice is not None:
+            return self._advice
         return ADVICE.get(self.reason) or ADVICE.get(self.status or 0) or ""
 
 
@@ -74,19 +87,36 @@ class XUnreachable(XRefused):
         return "check X_API_BASE_URL and your network"
 
 
+_REASON = re.compile(r"\b(" + "|".join(k for k in ADVICE if isinstance(k, str)) + r")\b")
+
+
+def _texts(body: Any) -> list[str]:
+    """Every text X may put a reason in: ``message``, ``title`` and ``detail`` of each entry of
+    ``errors``, then the problem's own ``title``, ``detail`` and ``reason``."""
+    if not isinstance(body, dict):
+        return []
+    errors = body.get("errors") if isinstance(body.get("errors"), list) else []
+    fields = [e.get(k) for e in errors if isinstance(e, dict) for k in ("message", "title", "detail")]
+    fields += [body.get(k) for k in ("title", "detail", "reason")]
+    return [text for text in fields if isinstance(text, str) and text.strip()]
+
+
 def _refusal(response: requests.Response) -> XRefused:
+    """X's reason for an error answer, wherever in the problem X wrote it (``Reason: detail``
+    in an ``errors[].message`` is the documented form; titles and details carry it too)."""
     try:
         body = response.json()
     except ValueError:
         body = {}
-    messages = [e.get("message", "") for e in body.get("errors", []) if isinstance(e, dict)] if isinstance(
-        body, dict) else []
-    for message in messages:
-        reason = message.split(":", 1)[0].strip()
-        if reason in ADVICE:
-            return XRefused(response.status_code, reason, message.split(":", 1)[-1].strip() or message)
-    detail = (body.get("detail") if isinstance(body, dict) else None) or "; ".join(messages) or response.reason
-    return XRefused(response.status_code, response.status_code, str(detail))
+    texts = _texts(body)
+    said = " | ".join(dict.fromkeys(texts))
+    for text in texts:
+        if match := _REASON.search(text):
+            rest = text[match.end():].lstrip(" :-").strip()
+            detail = rest or next((t for t in texts if not _REASON.search(t)), text)
+            return XRefused(response.status_code, match.group(1), detail, said)
+    detail = body.get("detail") if isinstance(body, dict) and isinstance(body.get("detail"), str) else ""
+    return XRefused(response.status_code, response.status_code, detail or said or response.reason, said)
 
 
 @dataclass
@@ -167,7 +197,8 @@ class AccountActivity:
         return self._call("POST", "/2/webhooks", json={"url": url})["data"]
 
     def recheck(self, webhook_id: str) -> bool:
-        return bool(self._call("PUT", f"/2/webhooks/{webhook_id}")["data"].get("valid"))
+        """Make X run its CRC check now: True when it passed. X answers 200 whatever the verdict."""
+        return self._call("PUT", f"/2/webhooks/{webhook_id}").get("data", {}).get("valid") is True
 
     def delete_webhook(self, webhook_id: str) -> None:
         self._call("DELETE", f"/2/webhooks/{webhook_id}")
@@ -191,9 +222,14 @@ class AccountActivity:
         return self._call("GET", "/2/account_activity/subscriptions/count")["data"]
 
     def replay(self, webhook_id: str, start: float, end: float) -> dict[str, Any]:
+        """Ask X to re-deliver ``start``..``end`` (unix seconds). The dates have minute precision
+        and X refuses a from_date older than 24 hours by even a second, so both are rounded
+        toward now's side of the window: from_date up, to_date down (never the future)."""
+        first, last = math.ceil(start / 60) * 60, math.floor(end / 60) * 60
+        first = min(first, last - 60)  # a window shorter than a minute still asks for one
         fmt = "%Y%m%d%H%M"
-        body = {"webhook_id": webhook_id, "from_date": time.strftime(fmt, time.gmtime(start)),
-                "to_date": time.strftime(fmt, time.gmtime(end))}
+        body = {"webhook_id": webhook_id, "from_date": time.strftime(fmt, time.gmtime(first)),
+                "to_date": time.strftime(fmt, time.gmtime(last))}
         return self._call("POST", "/2/webhooks/replay", json=body).get("data") or {}
 
     # -- our own checks ---------------------------------------------------------------------------
@@ -214,7 +250,7 @@ class AccountActivity:
         try:
             with requests.Session() as http:
                 http.trust_env = not is_loopback(url)  # no proxy between us and a local bot
-                answer = http.get(url, params={"crc_token": token}, timeout=10, allow_redirects=False)
+                answer = http.get(url, params={"crc_token": token}, timeout=X_DEADLINE + 5, allow_redirects=False)
         except requests.RequestException as exc:
             result.problems.append(f"the URL is unreachable from here ({type(exc).__name__})")
             result.crc_ok = False
@@ -235,6 +271,6 @@ class AccountActivity:
         elif not result.crc_ok:
             result.problems.append("the CRC answer has the wrong response_token: the bot at that URL uses a "
                                    "different CONSUMER_SECRET than these settings")
-        if result.seconds > 2:
-            result.problems.append(f"the CRC answer took {result.seconds:.1f} s (X gives up after about 3 s)")
+        if result.seconds > X_DEADLINE / 2:  # X's path to the bot is longer than ours: keep a margin
+            result.problems.append(f"the CRC answer took {result.seconds:.1f} s (X gives up after {X_DEADLINE:g} s)")
         return result

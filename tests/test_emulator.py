@@ -196,3 +196,32 @@ def test_a_refused_dm_is_counted_and_recorded(emulator):
     assert send(emulator, auth=None).status_code == 401
     assert emulator.dm_attempts == 1
     assert [(r["status"], r["reason"]) for r in emulator.rejected] == [(401, "missing OAuth 1.0a Authorization header")]
+
+
+def test_a_failed_recheck_answers_200_with_valid_false(emulator, webhook_server):
+    """X's docs: 200 on PUT /2/webhooks/:id only means the check ran; ``valid`` is its verdict."""
+    hook = emulator.register(webhook_server["url"])
+    webhook_server["secret"] = "another secret"
+    answer = requests.put(f"{emulator.url}/2/webhooks/{hook.id}", headers=BEARER)
+    assert (answer.status_code, answer.json()) == (200, {"data": {"valid": False}})
+    assert emulator.webhooks[hook.id].valid is False
+    webhook_server["secret"] = CREDS.consumer_secret
+    assert requests.put(f"{emulator.url}/2/webhooks/{hook.id}", headers=BEARER).json() == {"data": {"valid": True}}
+
+
+def _replay(emulator, webhook_id, start: float, end: float):
+    fmt = "%Y%m%d%H%M"
+    body = {"webhook_id": webhook_id, "from_date": time.strftime(fmt, time.gmtime(start)),
+            "to_date": time.strftime(fmt, time.gmtime(end))}
+    return requests.post(f"{emulator.url}/2/webhooks/replay", json=body, headers=BEARER)
+
+
+def test_replay_refuses_a_from_date_older_than_24_hours_to_the_minute(emulator, webhook_server):
+    hook = emulator.register(webhook_server["url"])
+    now = time.time()
+    refused = _replay(emulator, hook.id, now - 24 * 3600 - 60, now)
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["message"].startswith("QueryParamInvalid")
+    assert _replay(emulator, hook.id, now - 24 * 3600 + 60, now).status_code == 200
+    future = _replay(emulator, hook.id, now - 3600, now + 120)
+    assert future.json()["errors"][0]["message"].startswith("QueryParamInvalid")

@@ -5,7 +5,7 @@ import subprocess
 import time
 
 import pytest
-from flask import Flask
+from flask import Flask, jsonify, request
 
 from conftest import CREDS, ServerThread, runtime_of
 from processes import ROOT, VENV_BIN, bot_env, free_port
@@ -77,6 +77,7 @@ def test_wrong_consumer_secret_on_the_bot_fails_setup_naming_the_mismatch(cli, s
     assert result.returncode == 1
     assert "CrcValidationFailed" in result.stderr
     assert "different CONSUMER_SECRET" in result.stderr
+    assert "within 10 s" in result.stderr and "3 s" not in result.stderr  # X's current webhook docs
     assert emulator.webhooks == {}
 
 
@@ -256,3 +257,119 @@ def test_every_command_has_help(cli, command):
 
 def test_no_command_is_a_usage_error(cli):
     assert cli().returncode == 2
+
+
+# -- loose ends found against X's current docs ------------------------------------------------------
+@pytest.fixture
+def own_bot(settings):
+    """A bot this test can stop, so that X's next CRC check of it fails."""
+    server = ServerThread(create_app(settings))
+    yield server
+    try:
+        server.stop()
+    except OSError:
+        pass
+
+
+def test_check_reports_a_crc_that_x_marks_invalid_as_failed(cli, own_bot, emulator):
+    """X answers PUT /2/webhooks/:id with 200 and {"valid": false} when its check fails."""
+    assert cli("setup", own_bot.url + "/webhook/twitter").returncode == 0
+    own_bot.stop()
+    result = cli("check")
+    assert result.returncode == 1, result.stdout
+    assert "passed" not in result.stdout
+    assert "CrcValidationFailed" in result.stderr and "next step" in result.stderr
+
+
+def test_register_reports_a_failed_recheck_of_an_invalid_webhook(cli, own_bot, emulator):
+    url = own_bot.url + "/webhook/twitter"
+    assert cli("setup", url).returncode == 0
+    [hook] = emulator.webhooks.values()
+    hook.valid = False
+    own_bot.stop()
+    result = cli("register", url)
+    assert result.returncode == 1
+    assert "passed" not in result.stdout and "CrcValidationFailed" in result.stderr
+    assert hook.valid is False
+
+
+def test_replay_of_the_whole_24_hours_is_within_xs_window(cli, bot_url, emulator):
+    """from_date is rounded toward now: rounding down asked for up to 24 h 59 s, which X refuses."""
+    cli("setup", bot_url)
+    result = cli("replay", "--since", "24h")
+    assert result.returncode == 0, result.stderr
+
+
+def test_preflight_warns_about_a_crc_answer_slower_than_half_xs_deadline(settings, monkeypatch):
+    """X gives up after 10 s; the pre-flight warns from half of that (scaled down here)."""
+    from catbot import account_activity
+
+    slow = Flask("slow")
+    slow.add_url_rule("/webhook/twitter", "crc", lambda: (time.sleep(0.3), {"response_token": "x"})[1])
+    server = ServerThread(slow)
+    monkeypatch.setattr(account_activity, "X_DEADLINE", 0.4)
+    try:
+        found = account_activity.AccountActivity(settings).preflight(server.url + "/webhook/twitter")
+    finally:
+        server.stop()
+    assert any("X gives up after 0.4 s" in problem for problem in found.problems), found.problems
+
+
+@pytest.fixture
+def fake_x():
+    """An X that answers each (method, path) with a canned (status, JSON body); 404 otherwise.
+    For refusals the emulator does not produce: reasons in other fields, conflicts, races."""
+    routes: dict[tuple[str, str], tuple[int, dict]] = {}
+    app = Flask("fake_x")
+
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
+    def answer(path):
+        status, body = routes.get((request.method, "/" + path),
+                                  (404, {"title": "Not Found Error", "detail": path, "type": "about:blank"}))
+        return jsonify(body), status
+
+    server = ServerThread(app)
+    routes["url"] = server.url  # type: ignore[assignment]
+    yield routes
+    server.stop()
+
+
+def fake_x_cli(cli, fake_x, *args):
+    return cli(*args, X_API_BASE_URL=fake_x["url"], BEARER_TOKEN="fake-bearer")
+
+
+def one_webhook(fake_x, url: str) -> None:
+    hook = {"id": "1700000000000000001", "url": url, "valid": True, "created_at": "2026-08-01T00:00:00.000Z"}
+    fake_x[("GET", "/2/webhooks")] = (200, {"data": [hook], "meta": {"result_count": 1}})
+
+
+@pytest.mark.parametrize("body", [
+    {"title": "DuplicateSubscriptionFailed", "detail": "This user is already subscribed.",
+     "type": "https://api.x.com/2/problems/invalid-request"},
+    {"errors": [{"title": "DuplicateSubscriptionFailed", "detail": "This user is already subscribed."}],
+     "title": "Invalid Request", "type": "https://api.x.com/2/problems/invalid-request"},
+    {"errors": [{"message": "Bad request", "detail": "DuplicateSubscriptionFailed: already subscribed"}],
+     "title": "Invalid Request", "detail": "Bad request"},
+], ids=["title", "errors-title", "errors-detail"])
+def test_a_duplicate_reported_in_title_or_detail_is_recognised_on_a_re_run(cli, bot_url, fake_x, body):
+    """X said "not subscribed" a moment ago, then "duplicate": the subscription is there."""
+    one_webhook(fake_x, bot_url)
+    subscriptions = "/2/account_activity/webhooks/1700000000000000001/subscriptions/all"
+    fake_x[("GET", subscriptions)] = (200, {"data": {"subscribed": False}})
+    fake_x[("POST", subscriptions)] = (400, body)
+    result = fake_x_cli(cli, fake_x, "setup", bot_url)
+    assert result.returncode == 0, result.stderr
+    assert "already subscribed" in result.stdout
+
+
+@pytest.mark.parametrize("reason,advice", [
+    ("ReplayConflictError", "already running"),
+    ("QueryParamInvalid", "last 24 hours"),
+])
+def test_replay_refusals_come_with_advice(cli, fake_x, reason, advice):
+    one_webhook(fake_x, "https://bot.example.com/webhook/twitter")
+    fake_x[("POST", "/2/webhooks/replay")] = (400, {"errors": [{"message": f"{reason}: refused"}],
+                                                    "title": "Invalid Request", "detail": "refused"})
+    result = fake_x_cli(cli, fake_x, "replay", "--since", "2h")
+    assert result.returncode == 1
+    assert f"X refused: {reason}" in result.stderr and advice in result.stderr

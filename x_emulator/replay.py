@@ -14,7 +14,7 @@ from x_emulator.auth import requires
 from x_emulator.records import now_iso
 
 REPLAY_HORIZON = 24 * 3600  # seconds back X can replay
-SLACK = 60  # seconds: the dates have minute precision
+SLACK = 60  # seconds: the dates have minute precision, so a window takes in its last minute whole
 
 bp = Blueprint("replay", __name__)
 
@@ -30,9 +30,9 @@ def replay() -> ResponseReturnValue:
     try:
         start, end = (parse_replay_date(body.get(k)) for k in ("from_date", "to_date"))
     except ValueError as exc:
-        return invalid_request(str(exc))
-    if end <= start or start < time.time() - REPLAY_HORIZON - SLACK:
-        return invalid_request("from_date must be within the last 24 hours, before to_date.")
+        return invalid_request(str(exc), "QueryParamInvalid")
+    if problem := window_problem(start, end, time.time()):
+        return invalid_request(problem, "QueryParamInvalid")
     job_id = em.next_id()
     with em.lock:
         payloads = [p for at, p in em.delivered if start <= at < end + SLACK]
@@ -41,6 +41,18 @@ def replay() -> ResponseReturnValue:
     em.deliver_later(webhook.url, {"replay_job_status": {"job_id": job_id, "job_state": "Complete",
                                                          "job_state_description": "Job completed"}})
     return jsonify(data={"job_id": job_id, "created_at": now_iso()})
+
+
+def window_problem(start: float, end: float, now: float) -> str | None:
+    """X's reasons for refusing replay dates (``QueryParamInvalid``), to the second: a
+    ``from_date`` even one minute older than 24 hours is refused."""
+    if start < now - REPLAY_HORIZON:
+        return "from_date is older than 24 hours from the current time."
+    if start > now or end > now:
+        return "from_date and to_date may not be in the future."
+    if end <= start:
+        return "from_date must be before to_date."
+    return None
 
 
 def parse_replay_date(value: Any) -> float:
