@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test run demo bench clean
+.PHONY: venv test test-fast run demo bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ venv: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-os-packages redis-server
 	$(PY) -m pytest
+
+## test-fast: the tests that start no process or server of their own (seconds; not a substitute for `make test`)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not processes" -q
 
 ## demo: the whole bot offline: X emulator + gunicorn app:app + register_webhook.py setup + a chat
 demo: $(STAMP)

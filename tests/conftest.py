@@ -114,6 +114,21 @@ def drain(app, passes: int = 20) -> None:
             return
 
 
+# The fast tier (`make test-fast`, `pytest -m "not processes"`) is every test that needs no
+# process or server of its own; the emulator and the facts API stub run in threads.
+PROCESS_MODULES = {"test_gunicorn", "test_scale", "test_faults", "test_load", "test_demo", "test_slow_clients",
+                   "test_register_webhook"}
+PROCESS_FIXTURES = {"redis_server", "redis_url", "small_disk"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (item.module.__name__ in PROCESS_MODULES or PROCESS_FIXTURES & set(item.fixturenames)
+                or "redis" in params.values()):
+            item.add_marker(pytest.mark.processes)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     from redis_server import RedisServer

@@ -37,10 +37,6 @@ def test_slow_api_is_abandoned_within_the_timeout(facts_api):
     assert time.monotonic() - started < 1.5
 
 
-def test_timeout_is_capped_at_two_seconds():
-    assert CatFactsAPI("http://127.0.0.1:9/fact", timeout=30).timeout == 2.0
-
-
 def test_garbage_and_wrong_shapes_are_refused(facts_api):
     for mode in ("garbage", "wrong_shape", "limited"):
         facts_api.mode = mode

@@ -15,6 +15,7 @@ import time
 import pytest
 import requests
 from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from conftest import BOT_ID, drain, post_delivery, runtime_of
@@ -69,6 +70,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.processes
 def test_a_killed_writers_file_is_imported_then_removed_and_a_torn_line_dropped(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", WRITER.format(root=root, directory=str(tmp_path / "j"))])
@@ -97,6 +99,7 @@ def _import(path: str, directory: str, out) -> None:
     out.put(Journal(directory).import_into(SqliteStore(path)).new)
 
 
+@pytest.mark.processes
 def test_concurrent_importers_queue_each_message_once(tmp_path):
     journal = Journal(tmp_path / "j", rotate_bytes=2000)
     for n in range(300):
@@ -118,6 +121,7 @@ def test_concurrent_importers_queue_each_message_once(tmp_path):
 ids = st.from_regex(r"[0-9]{1,25}", fullmatch=True)
 
 
+@hsettings(deadline=None)  # each example opens a SQLite file: its time says nothing about the code
 @given(st.lists(st.tuples(ids, ids, ids, st.sampled_from(Intent), st.integers(0, 10**16 - 1)), min_size=1, max_size=4),
        st.floats(0, 2e9))
 def test_journal_lines_are_imported_as_written(messages, now):
@@ -281,6 +285,7 @@ def _poll_imports(path: str, directory: str, stop) -> None:
         journal.import_into(store)
 
 
+@pytest.mark.processes
 def test_short_lived_writers_and_polling_importers_lose_nothing(tmp_path):
     """The race driver from the report: two importers polling while writers come and go."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

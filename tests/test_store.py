@@ -34,6 +34,7 @@ def _claim_all(opener, out) -> None:
     out.put(got)
 
 
+@pytest.mark.processes
 def test_each_batch_is_claimed_by_exactly_one_process(opener):
     store = opener()
     store.record([dm(str(i), sender=str(3000 + i), intent=Intent.FACT) for i in range(200)], time.time())
