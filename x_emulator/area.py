@@ -6,6 +6,7 @@ the emulator's state through :func:`emulator`, so one module-level blueprint ser
 """
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, current_app, jsonify
@@ -21,13 +22,20 @@ def emulator() -> XEmulator:
     return current_app.extensions[EXTENSION]
 
 
-def problem(status: int, title: str, detail: str, reason: str | None = None) -> tuple[Response, int]:
+PROBLEMS = "https://api.twitter.com/2/problems/"
+
+
+def problem(status: int, title: str, detail: str, reason: str | None = None, kind: str | None = None,
+            fields: dict[str, Any] | None = None) -> tuple[Response, int]:
     """X's error body: an RFC 7807-style problem, and with ``reason`` the v2 ``errors`` form that
-    names it (``CrcValidationFailed: ...``), which is what clients match on."""
+    names it (``CrcValidationFailed: ...``), which is what clients match on. ``kind`` is the
+    problem type X names (``client-forbidden``, ...), ``fields`` its own extra members."""
     body: dict[str, Any] = {"title": title, "detail": detail, "type": "about:blank", "status": status}
+    if kind:
+        body = {"title": title, "detail": detail, **(fields or {}), "type": PROBLEMS + kind, "status": status}
     if reason:
         body = {"errors": [{"message": f"{reason}: {detail}"}], "title": title, "detail": detail,
-                "type": "https://api.twitter.com/2/problems/invalid-request"}
+                "type": PROBLEMS + "invalid-request"}
     return jsonify(body), status
 
 
@@ -38,3 +46,12 @@ def invalid_request(detail: str, reason: str | None = None) -> tuple[Response, i
 
 def unknown_webhook() -> tuple[Response, int]:
     return invalid_request("Webhook id is not valid.", "WebhookIdInvalid")
+
+
+def invalid_parameter(name: str, value: Any, message: str) -> tuple[Response, int]:
+    """X's 400 for a parameter it cannot take, naming the parameter and the value given."""
+    body = {"errors": [{"parameters": {name: [value if isinstance(value, str) else json.dumps(value)]},
+                        "message": message}],
+            "title": "Invalid Request", "detail": "One or more parameters to your request was invalid.",
+            "type": PROBLEMS + "invalid-request"}
+    return jsonify(body), 400

@@ -46,10 +46,15 @@ def requires(*, bearer: bool = False, user: bool = False) -> Callable[[View], Vi
     return decorate
 
 
+def bearer_used() -> bool:
+    """True when the request carries the app-only bearer token (app context, no user)."""
+    return request.headers.get("Authorization", "") == f"Bearer {emulator().creds.bearer_token}"
+
+
 def _refusal(*, bearer: bool, user: bool) -> ResponseReturnValue | None:
     """None when the request carries an accepted credential. Where the bot's signature is the only
     way in, the 401 says what was wrong with it: that is the one a developer has to debug."""
-    if bearer and request.headers.get("Authorization", "") == f"Bearer {emulator().creds.bearer_token}":
+    if bearer and bearer_used():
         return None
     if not user:
         return unauthorized()

@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from x_emulator.area import emulator
-from x_emulator.records import Faults
+from x_emulator.records import ACCESS, APIS, Faults
 
 bp = Blueprint("control", __name__, url_prefix="/_emulator")
 
@@ -46,14 +46,55 @@ def rate_limit() -> ResponseReturnValue:
 
 @bp.post("/deliver")
 def deliver() -> ResponseReturnValue:
-    """A DM from a simulated user; 409 when no webhook takes it (none subscribed, or unreachable)."""
+    """A DM from a simulated user, to each webhook a subscription sends the bot's DMs to (or to
+    ``url``, in the envelope of ``api``); 409 when no webhook takes it (none subscribed, or
+    unreachable)."""
     body = request.get_json(force=True)
     try:
         event_id, answer = emulator().deliver_dm(str(body["sender_id"]), str(body.get("text", "")),
-                                                 body.get("event_id"), media=bool(body.get("media")))
-    except (RuntimeError, requests.RequestException) as exc:
+                                                 body.get("event_id"), url=body.get("url"),
+                                                 media=bool(body.get("media")), api=body.get("api"))
+    except (RuntimeError, ValueError, requests.RequestException) as exc:
         return jsonify(error=str(exc)), 409
     return jsonify(event_id=event_id, webhook_status=answer.status_code)
+
+
+@bp.post("/register")
+def register() -> ResponseReturnValue:
+    """Register ``url`` and subscribe the bot's DMs through ``api`` (default: the switch), in one
+    go, without the set-up script; 409 when X's CRC check of the URL fails."""
+    body = request.get_json(force=True)
+    try:
+        webhook = emulator().register(str(body["url"]), body.get("api"))
+    except (RuntimeError, ValueError) as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(webhook=asdict(webhook))
+
+
+@bp.post("/activity")
+def deliver_activity() -> ResponseReturnValue:
+    """An X Activity API event of another type (``dm.read``, ``follow.follow``, ...) from a
+    simulated user, to the webhooks subscribed to it; their answers' statuses."""
+    body = request.get_json(force=True)
+    try:
+        answers = emulator().deliver_activity(str(body["event_type"]), str(body.get("sender_id", "3000000002")))
+    except (ValueError, requests.RequestException) as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(webhook_statuses=[answer.status_code for answer in answers])
+
+
+@bp.post("/config")
+def config() -> ResponseReturnValue:
+    """The switches: ``api`` (what ``register`` subscribes and the helpers build) and
+    ``activity_access`` (how X treats this app's X Activity API calls); a field left out stays."""
+    em = emulator()
+    body = request.get_json(force=True)
+    if body.get("api", em.api) not in APIS or body.get("activity_access", em.activity_access) not in ACCESS:
+        return jsonify(error=f"api is one of {APIS}, activity_access one of {ACCESS}"), 400
+    with em.lock:
+        em.api = body.get("api", em.api)
+        em.activity_access = body.get("activity_access", em.activity_access)
+    return jsonify(api=em.api, activity_access=em.activity_access)
 
 
 @bp.get("/state")
@@ -62,4 +103,5 @@ def state() -> ResponseReturnValue:
     with em.lock:
         return jsonify(webhooks=[asdict(w) for w in em.webhooks.values()],
                        subscriptions={k: sorted(v) for k, v in em.subscriptions.items()},
-                       sent=len(em.sent), rejected=len(em.rejected), crc_checks=em.crc_checks)
+                       activity_subscriptions=[s.as_json() for s in em.activity_subscriptions.values()],
+                       api=em.api, sent=len(em.sent), rejected=len(em.rejected), crc_checks=em.crc_checks)

@@ -80,13 +80,14 @@ def _injected_fault_or_limit(em: XEmulator, participant_id: str, reset: int) -> 
 
 
 def _send(em: XEmulator, participant_id: str, text: str, now: float) -> SentDM:
-    """Keep the DM, and echo it to the bot's webhook in the background as X does with a bot's own DMs."""
+    """Keep the DM, and deliver it back in the background as X does with a bot's own DMs: to an
+    Account Activity subscription always, through the X Activity API only as ``dm.sent``."""
     dm = SentDM(participant_id, text, em.next_id(), now)
     em.record_sent(dm)
-    url = em.webhook_url()
-    if em.echo_outgoing and url:
+    if em.echo_outgoing:
         event = em.dm_event(em.creds.bot_user_id, text, dm.dm_event_id, recipient_id=participant_id)
-        em.deliver_later(url, em.envelope([event]))
+        for url, payload in em.dm_deliveries("dm.sent", event):
+            em.deliver_later(url, payload)
     return dm
 
 

@@ -1,10 +1,14 @@
 """What the emulator remembers: the app's credentials, the faults a test injects, the DMs the bot
-sent and the registered webhooks. Plain data, shared by the server and every product area."""
+sent, the registered webhooks and X Activity API subscriptions. Plain data, shared by the server
+and every product area."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+
+APIS = ("aaa", "xaa")  # how X delivers the bot's DMs: the Account Activity API, the X Activity API
+ACCESS = ("ok", "forbidden", "oauth2")  # how X treats the app's X Activity API calls (see activity.py)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,23 @@ class Webhook:
     url: str
     valid: bool
     created_at: str
+
+
+@dataclass
+class ActivitySubscription:
+    """An X Activity API subscription: which events of whom go to which webhook (if any)."""
+
+    subscription_id: str
+    event_type: str
+    filter: dict[str, str]
+    created_at: str
+    updated_at: str
+    tag: str | None = None
+    webhook_id: str | None = None  # None: the activity stream only
+
+    def as_json(self) -> dict[str, object]:
+        """X's field order; absent optional fields are left out, as X does."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def now_iso() -> str:

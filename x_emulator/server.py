@@ -8,6 +8,7 @@ X product area, each a Blueprint listed in :data:`AREAS`:
 - :mod:`~x_emulator.dms`: the DM send, its rate limit and injected faults;
 - :mod:`~x_emulator.webhooks`: ``/2/webhooks`` (create, list, re-check, delete), with a real CRC;
 - :mod:`~x_emulator.subscriptions`: the Account Activity subscriptions;
+- :mod:`~x_emulator.activity`: the X Activity API subscriptions and the envelope it delivers in;
 - :mod:`~x_emulator.replay`: ``POST /2/webhooks/replay``;
 - :mod:`~x_emulator.control`: the emulator's own control API under ``/_emulator/``.
 """
@@ -26,9 +27,9 @@ from flask import Blueprint, Flask
 from werkzeug.serving import make_server
 
 from catbot.security import crc_response_token, sign
-from x_emulator import auth, control, dms, replay, subscriptions, webhooks
+from x_emulator import activity, auth, control, dms, replay, subscriptions, webhooks
 from x_emulator.area import EXTENSION
-from x_emulator.records import Credentials, Faults, SentDM, Webhook, now_iso
+from x_emulator.records import APIS, ActivitySubscription, Credentials, Faults, SentDM, Webhook, now_iso
 
 __all__ = ["AREAS", "Credentials", "Faults", "SentDM", "Webhook", "XEmulator"]
 
@@ -38,17 +39,28 @@ AREAS: tuple[Blueprint, ...] = (
     dms.bp,
     webhooks.bp,
     subscriptions.bp,
+    activity.bp,
     replay.bp,
     control.bp,
 )
 
 
 class XEmulator:
-    """The emulator's state and its HTTP app. Thread-safe; one instance per server."""
+    """The emulator's state and its HTTP app. Thread-safe; one instance per server.
+
+    ``api`` is what :meth:`register` subscribes the bot through, and the envelope
+    :meth:`envelope` builds and :meth:`deliver_dm` posts to an explicit URL: ``"aaa"`` (the
+    Account Activity API, the default, which most tests are written against) or ``"xaa"``.
+    Deliveries without an explicit URL follow the subscriptions, whichever API made them.
+    """
 
     def __init__(self, credentials: Credentials, dm_limit: int = 15, dm_window: float = 900.0,
-                 strict_urls: bool = False, echo_outgoing: bool = True, webhook_limit: int = 1) -> None:
+                 strict_urls: bool = False, echo_outgoing: bool = True, webhook_limit: int = 1,
+                 api: str = "aaa") -> None:
         self.creds = credentials
+        self.api = checked_api(api)
+        self.activity_access = "ok"  # one of ACCESS
+        self.activity_subscription_limit = 1500  # X's self-serve limit
         self.dm_limit = dm_limit
         self.dm_window = dm_window
         self.strict_urls = strict_urls
@@ -58,7 +70,8 @@ class XEmulator:
         self.sent: list[SentDM] = []
         self.rejected: list[dict[str, Any]] = []  # DM attempts answered with an error, and why
         self.webhooks: dict[str, Webhook] = {}
-        self.subscriptions: dict[str, set[str]] = {}
+        self.subscriptions: dict[str, set[str]] = {}  # Account Activity: webhook id -> user ids
+        self.activity_subscriptions: dict[str, ActivitySubscription] = {}  # X Activity API, by id
         self.delivered: list[tuple[float, dict[str, Any]]] = []  # for replay
         self.crc_checks = 0
         self.dm_attempts = 0  # DM sends received, counted before any latency or refusal
@@ -98,25 +111,41 @@ class XEmulator:
         with self.lock:
             return [dm for dm in self.sent if dm.participant_id == participant_id]
 
-    def webhook_url(self) -> str | None:
-        """The URL deliveries go to: the webhook the bot account is subscribed through."""
-        with self.lock:
-            for webhook_id, users in self.subscriptions.items():
-                if self.creds.bot_user_id in users and webhook_id in self.webhooks:
-                    return self.webhooks[webhook_id].url
-        return None
+    def _api(self, api: str | None) -> str:
+        """``api``, or the switch's when None."""
+        return checked_api(api or self.api)
 
-    def register(self, url: str) -> Webhook:
-        """Register ``url`` (after a real CRC check) and subscribe the bot account, in one go;
-        what ``register_webhook.py setup`` does over HTTP."""
+    def webhook_url(self) -> str | None:
+        """The URL deliveries go to: the first webhook the bot's DMs reach, through either API."""
+        routes = self._routes("dm.received")
+        return routes[0][0] if routes else None
+
+    def register(self, url: str, api: str | None = None) -> Webhook:
+        """Register ``url`` (after a real CRC check) and subscribe the bot account's DMs through
+        ``api`` (default: :attr:`api`), in one go; what ``register_webhook.py setup`` does over HTTP."""
         problem = self.crc_check(url)
         if problem:
             raise RuntimeError(problem)
         webhook = Webhook(self.next_id(), url, True, now_iso())
         with self.lock:
             self.webhooks[webhook.id] = webhook
-            self.subscriptions[webhook.id] = {self.creds.bot_user_id}
+            if self._api(api) == "xaa":
+                self.subscribe_activity("dm.received", webhook.id, tag="catfacts-bot")
+            else:
+                self.subscriptions[webhook.id] = {self.creds.bot_user_id}
         return webhook
+
+    def subscribe_activity(self, event_type: str, webhook_id: str | None, filter: dict[str, str] | None = None,
+                           tag: str | None = None) -> ActivitySubscription:
+        """An X Activity API subscription, as ``POST /2/activity/subscriptions`` makes one (without
+        its checks): the bot's own events unless ``filter`` says otherwise."""
+        if filter is None:
+            filter = {} if event_type in activity.NO_USER_FILTER else {"user_id": self.creds.bot_user_id}
+        now = now_iso()
+        sub = ActivitySubscription(self.next_id(), event_type, filter, now, now, tag, webhook_id)
+        with self.lock:
+            self.activity_subscriptions[sub.subscription_id] = sub
+        return sub
 
     def dm_event(self, sender_id: str, text: str, event_id: str | None = None,
                  recipient_id: str | None = None, media: bool = False) -> dict[str, Any]:
@@ -133,7 +162,15 @@ class XEmulator:
                                "sender_id": sender_id, "message_data": data},
         }
 
-    def envelope(self, events: list[dict[str, Any]], key: str = "direct_message_events") -> dict[str, Any]:
+    def envelope(self, events: list[dict[str, Any]], key: str = "direct_message_events",
+                 api: str | None = None) -> dict[str, Any]:
+        """A delivery of these events in the envelope of ``api`` (default: :attr:`api`). The X
+        Activity API carries DM events only (as ``dm.received``); ``key`` is for the Account
+        Activity API's other activity (``follow_events``, ...)."""
+        if self._api(api) == "xaa":
+            if key != "direct_message_events":
+                raise ValueError(f"the X Activity API has no {key}; see deliver_activity")
+            return self.xaa_envelope(events)
         users = {}
         for ev in events:
             sender = ev.get("message_create", {}).get("sender_id")
@@ -142,6 +179,11 @@ class XEmulator:
         bot = self.creds.bot_user_id
         users[bot] = {"id": bot, "name": "Cat Facts", "screen_name": "catfacts_bot"}
         return {"for_user_id": bot, key: events, "users": users}
+
+    def xaa_envelope(self, events: list[dict[str, Any]], event_type: str = "dm.received",
+                     tag: str | None = "catfacts-bot") -> dict[str, Any]:
+        """DM events in the X Activity API's envelope, the shape of X's published samples."""
+        return activity.envelope(event_type, activity.dm_payload(self, events), self.creds.bot_user_id, tag)
 
     def post_delivery(self, payload: dict[str, Any] | bytes, url: str | None = None,
                       timeout: float = 10.0) -> requests.Response:
@@ -158,16 +200,53 @@ class XEmulator:
         return self._http.post(url, data=body, headers=headers, timeout=timeout)
 
     def deliver_dm(self, sender_id: str, text: str, event_id: str | None = None, url: str | None = None,
-                   media: bool = False) -> tuple[str, requests.Response]:
-        """A DM from a simulated user to the bot; returns (event id, the webhook's answer)."""
+                   media: bool = False, api: str | None = None) -> tuple[str, requests.Response]:
+        """A DM from a simulated user to the bot; returns (event id, the webhook's answer).
+
+        To ``url``, in the envelope of ``api`` (default: :attr:`api`). Without a URL, as X does:
+        to every webhook a subscription sends the bot's DMs to, each in its API's envelope (during
+        a move from one API to the other, the same DM twice); the answer is the first one."""
         event = self.dm_event(sender_id, text, event_id, media=media)
-        return event["id"], self.post_delivery(self.envelope([event]), url)
+        if url:
+            return event["id"], self.post_delivery(self.envelope([event], api=api), url)
+        answers = [self.post_delivery(payload, to) for to, payload in self.dm_deliveries("dm.received", event)]
+        if not answers:
+            raise RuntimeError("no webhook is subscribed for the bot account; run register_webhook.py setup")
+        return event["id"], answers[0]
+
+    def deliver_activity(self, event_type: str, other_id: str = "3000000002") -> list[requests.Response]:
+        """An X Activity API event of another type (``dm.read``, ``dm.indicate_typing``,
+        ``chat.sent``, ``follow.follow``, ``oauth.revoke``...), ``other_id`` being the other
+        party, to every webhook subscribed to it; the webhooks' answers."""
+        payload = activity.activity_payload(self, event_type, other_id)
+        return [self.post_delivery(activity.envelope(event_type, payload, user_id, tag), to)
+                for to, api, tag, user_id in self._routes(event_type) if api == "xaa"]
+
+    def dm_deliveries(self, event_type: str, event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """(URL, payload) for each delivery X makes of a DM event: an X Activity API subscription
+        to ``event_type`` gets its envelope and tag; an Account Activity subscription (which takes
+        every activity of the account, the bot's own DMs included) the Account Activity one."""
+        return [(to, self.xaa_envelope([event], event_type, tag) if api == "xaa" else self.envelope([event], api="aaa"))
+                for to, api, tag, _ in self._routes(event_type)]
+
+    def _routes(self, event_type: str) -> list[tuple[str, str, str | None, str | None]]:
+        """(URL, API, tag, filtered user) of each subscription the bot's ``event_type`` reaches."""
+        bot = self.creds.bot_user_id
+        with self.lock:
+            routes = [(self.webhooks[s.webhook_id].url, "xaa", s.tag, s.filter.get("user_id"))
+                      for s in self.activity_subscriptions.values()
+                      if s.event_type == event_type and s.webhook_id in self.webhooks
+                      and s.filter.get("user_id") in (bot, None)]
+            if event_type.startswith("dm."):
+                routes += [(self.webhooks[w].url, "aaa", None, bot) for w, users in self.subscriptions.items()
+                           if bot in users and w in self.webhooks]
+        return routes
 
     def redeliver(self, event_id: str, url: str | None = None) -> requests.Response:
         """Deliver an already-delivered event again, byte-for-byte the same envelope."""
         with self.lock:
             for _, payload in reversed(self.delivered):
-                if any(ev.get("id") == event_id for ev in payload.get("direct_message_events", [])):
+                if any(ev.get("id") == event_id for ev in dm_events(payload)):
                     break
             else:
                 raise KeyError(event_id)
@@ -243,3 +322,16 @@ class XEmulator:
             return "The CRC response token did not match."
         return None
 
+
+
+def dm_events(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The DM events of a delivery in either envelope."""
+    data = payload.get("data")
+    inner = data.get("payload") if isinstance(data, dict) else None
+    return (inner if isinstance(inner, dict) else payload).get("direct_message_events") or []
+
+
+def checked_api(api: str) -> str:
+    if api not in APIS:
+        raise ValueError(f"api is one of {APIS}, not {api!r}")
+    return api
