@@ -22,8 +22,8 @@ to 2 s in its main loop reading from a client after the last response, which a c
 keeps the connection open and silent turns into another stall.
 
 HTTP/1.1 over plain TCP only (Heroku's router terminates TLS): ``check_config`` refuses TLS,
-HTTP/2, the uwsgi and PROXY protocols and obsolete line folding. This module imports nothing of the bot's,
-so the benchmark's bare Flask baseline runs under the same worker.
+HTTP/2, the uwsgi and PROXY protocols and obsolete line folding. This module imports nothing
+of the bot's, so the benchmark's bare Flask baseline runs under the same worker.
 """
 from __future__ import annotations
 
