@@ -18,8 +18,6 @@ import platform
 import random
 import runpy
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from catbot.security import sign  # noqa: E402
+from localrun.processes import Process, free_port  # noqa: E402
 from x_emulator import Credentials, XEmulator  # noqa: E402
 from x_emulator.facts import FactsAPIStub  # noqa: E402
 
@@ -74,12 +73,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def env_for(emulator_url: str, facts_url: str, db: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "SQLITE", "X_API", "CATFACTS"))}
     env.update(CONSUMER_KEY=CREDS.consumer_key, CONSUMER_SECRET=CREDS.consumer_secret,
@@ -91,39 +84,24 @@ def env_for(emulator_url: str, facts_url: str, db: str, **extra: str) -> dict[st
     return env
 
 
-class Server:
+class Server(Process):
     """A gunicorn process for ``target`` on a free port; stopped with SIGTERM."""
 
     def __init__(self, target: str, env: dict[str, str], name: str, flags: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(WORK / f"{name}.log", "ab")
         args = [str(BIN / "gunicorn"), target, "-c", str(CONFIG), "-b", f"127.0.0.1:{self.port}", *flags]
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(self.url + "/healthz", timeout=1)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit(f"{name} did not start; see {WORK / (name + '.log')}")
-                time.sleep(0.05)
+        super().__init__(args, env, WORK / f"{name}.log")
+        try:
+            self.wait_http(self.url + "/healthz")
+        except RuntimeError:
+            self.stop()
+            raise SystemExit(f"{name} did not start; see {WORK / (name + '.log')}") from None
         time.sleep(0.5)  # let every worker finish booting
 
     def pids(self) -> list[int]:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
         return [self.proc.pid] + [int(p) for p in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
 
 
 def delivery(n: int, run: str, user: str | None = None) -> tuple[str, bytes]:

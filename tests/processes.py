@@ -1,24 +1,16 @@
-"""Helpers for tests that run the bot as production does: ``gunicorn app:app`` in a process."""
+"""The bot's processes as production runs them (``gunicorn app:app``, ``python -m catbot.worker``),
+on the shared process manager in ``localrun/processes.py``."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
+from localrun.processes import ROOT, Process, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "VENV_BIN", "Process", "Worker", "Gunicorn", "bot_env", "free_port"]
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def bot_env(settings, **extra: str) -> dict[str, str]:
@@ -32,37 +24,6 @@ def bot_env(settings, **extra: str) -> dict[str, str]:
                CATBOT_ENV_DIR=str(Path(settings.sqlite_path).parent), PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
-
-
-class Process:
-    """A bot process in its own process group, with its output in a log file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path | None) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group. Nothing gets to clean up."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def terminate(self, timeout: float = 40.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.terminate(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._log is not subprocess.DEVNULL:
-            self._log.close()
 
 
 class Worker(Process):
@@ -94,14 +55,4 @@ class Gunicorn(Process):
         return sorted(int(pid) for pid in out.stdout.split())
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("gunicorn did not become healthy: " + self.log())
+        self.wait_http(self.url + "/healthz", timeout, ok=lambda response: response.status_code == 200)
