@@ -1,6 +1,9 @@
 """X's Account Activity API v2: webhooks, subscriptions, replay; plus our own CRC pre-flight.
 
-Used once at set-up and for day-two operations by ``register_webhook.py``, never by the app.
+Used once at set-up and for day-two operations by ``register_webhook.py`` (and for a replay after
+downtime), never on the delivery path. Webhooks and replay serve the X Activity API too, whose
+subscriptions are in :mod:`catbot.activity_api`.
+
 Endpoints and auth per ../shared/docs/x-api-facts.md: app-only bearer for webhook management,
 OAuth 1.0a as the bot account for subscribing. URLs are written against https://api.x.com and
 sent through the same session factory as the bot's DMs, so ``X_API_BASE_URL`` and timeouts
@@ -44,9 +47,9 @@ ADVICE = {
                            "finishes (the bot logs its replay_job_status) and ask again.",
     401: "X did not accept the credentials. Check CONSUMER_KEY/CONSUMER_SECRET and, for subscribing, "
          "ACCESS_TOKEN/ACCESS_TOKEN_SECRET of the bot account.",
-    403: "X refused the request. The Account Activity API needs the pay-per-use or enterprise tier and an app "
-         "with 'Read, Write and Direct Messages' permission; access tokens made before that permission was set "
-         "must be regenerated in the developer portal.",
+    403: "X refused the request. Webhooks and the Account Activity API need the pay-per-use or enterprise tier "
+         "and an app with 'Read, Write and Direct Messages' permission; access tokens made before that permission "
+         "was set must be regenerated in the developer portal.",
     429: "X's rate limit for webhook management was reached (450 requests / 15 min); try again later.",
 }
 
@@ -181,8 +184,11 @@ class AccountActivity:
                                f"HTTP {response.status_code} with a body that is not X's JSON")
         return body
 
-    def _call(self, method: str, path: str, *, user: bool = False, json: Any = None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"json": json}
+    def call(self, method: str, path: str, *, user: bool = False, json: Any = None,
+             params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One call to X, signed as the bot account (``user``) or with the app's bearer token;
+        the answer's JSON object."""
+        kwargs: dict[str, Any] = {"json": json, "params": params}
         if user:
             kwargs["auth"] = self.user_auth
         else:
@@ -191,35 +197,35 @@ class AccountActivity:
 
     # -- webhooks ---------------------------------------------------------------------------------
     def webhooks(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/2/webhooks").get("data") or []
+        return self.call("GET", "/2/webhooks").get("data") or []
 
     def create_webhook(self, url: str) -> dict[str, Any]:
-        return self._call("POST", "/2/webhooks", json={"url": url})["data"]
+        return self.call("POST", "/2/webhooks", json={"url": url})["data"]
 
     def recheck(self, webhook_id: str) -> bool:
         """Make X run its CRC check now: True when it passed. X answers 200 whatever the verdict."""
-        return self._call("PUT", f"/2/webhooks/{webhook_id}").get("data", {}).get("valid") is True
+        return self.call("PUT", f"/2/webhooks/{webhook_id}").get("data", {}).get("valid") is True
 
     def delete_webhook(self, webhook_id: str) -> None:
-        self._call("DELETE", f"/2/webhooks/{webhook_id}")
+        self.call("DELETE", f"/2/webhooks/{webhook_id}")
 
     # -- subscriptions ----------------------------------------------------------------------------
     def is_subscribed(self, webhook_id: str) -> bool:
         path = f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all"
-        return bool(self._call("GET", path, user=True)["data"].get("subscribed"))
+        return bool(self.call("GET", path, user=True)["data"].get("subscribed"))
 
     def subscribe(self, webhook_id: str) -> None:
-        self._call("POST", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all", user=True)
+        self.call("POST", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all", user=True)
 
     def unsubscribe(self, webhook_id: str, user_id: str) -> None:
-        self._call("DELETE", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/{user_id}/all")
+        self.call("DELETE", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/{user_id}/all")
 
     def subscriptions(self, webhook_id: str) -> list[str]:
-        data = self._call("GET", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all/list")["data"]
+        data = self.call("GET", f"/2/account_activity/webhooks/{webhook_id}/subscriptions/all/list")["data"]
         return [s["user_id"] for s in data.get("subscriptions") or []]
 
     def subscription_count(self) -> dict[str, Any]:
-        return self._call("GET", "/2/account_activity/subscriptions/count")["data"]
+        return self.call("GET", "/2/account_activity/subscriptions/count")["data"]
 
     def replay(self, webhook_id: str, start: float, end: float) -> dict[str, Any]:
         """Ask X to re-deliver ``start``..``end`` (unix seconds). The dates have minute precision
@@ -230,7 +236,7 @@ class AccountActivity:
         fmt = "%Y%m%d%H%M"
         body = {"webhook_id": webhook_id, "from_date": time.strftime(fmt, time.gmtime(first)),
                 "to_date": time.strftime(fmt, time.gmtime(last))}
-        return self._call("POST", "/2/webhooks/replay", json=body).get("data") or {}
+        return self.call("POST", "/2/webhooks/replay", json=body).get("data") or {}
 
     # -- our own checks ---------------------------------------------------------------------------
     def preflight(self, url: str) -> Preflight:

@@ -7,12 +7,14 @@ import time
 import pytest
 from flask import Flask, jsonify, request
 
-from conftest import CREDS, ServerThread, runtime_of
+from conftest import BOT_ID, CREDS, ServerThread, drain, runtime_of
 from processes import ROOT, VENV_BIN, bot_env, free_port
 from catbot.runtime import import_journals
 from catbot.web import create_app
 
 SECRETS = (CREDS.consumer_secret, CREDS.access_token_secret)
+AAA = ("--api", "aaa")  # the Account Activity API, for apps that only have it
+APIS = pytest.mark.parametrize("api", [(), AAA], ids=["xaa", "aaa"])
 
 
 @pytest.fixture
@@ -33,31 +35,106 @@ def cli(settings):
     return run
 
 
-def test_setup_twice_registers_once_and_subscribes_once(cli, bot_url, emulator):
+def xaa_subscriptions(emulator) -> list[dict]:
+    return [s.as_json() for s in emulator.activity_subscriptions.values()]
+
+
+def test_setup_twice_registers_once_and_subscribes_once_through_xaa(cli, bot_url, emulator):
     first = cli("setup", bot_url)
     assert first.returncode == 0, first.stderr
     assert "registered webhook" in first.stdout and "subscribed the bot account" in first.stdout
+    assert "X Activity API" in first.stdout
+    [hook] = emulator.webhooks.values()
+    [sub] = xaa_subscriptions(emulator)
+    assert {k: sub.get(k) for k in ("event_type", "filter", "tag", "webhook_id")} == {
+        "event_type": "dm.received", "filter": {"user_id": BOT_ID}, "tag": "catfacts-bot", "webhook_id": hook.id}
+    assert emulator.subscriptions == {}  # nothing through the Account Activity API
     second = cli("setup", bot_url)
     assert second.returncode == 0, second.stderr
     assert "nothing to change" in second.stdout
     assert [w.url for w in emulator.webhooks.values()] == [bot_url]
+    assert xaa_subscriptions(emulator) == [sub]
     assert emulator.webhook_url() == bot_url
 
 
-def test_status_shows_webhook_and_subscription(cli, bot_url, emulator):
+def test_setup_with_api_aaa_subscribes_through_the_account_activity_api(cli, bot_url, emulator):
+    first = cli(*AAA, "setup", bot_url)
+    assert first.returncode == 0, first.stderr
+    assert "subscribed the bot account" in first.stdout
+    [hook] = emulator.webhooks.values()
+    assert emulator.subscriptions == {hook.id: {BOT_ID}} and emulator.activity_subscriptions == {}
+    second = cli("setup", "--api", "aaa", bot_url)  # after the command too, like --json
+    assert second.returncode == 0 and "nothing to change" in second.stdout
+
+
+def test_a_dm_then_arrives_in_the_xaa_envelope_and_is_answered(cli, bot_url, emulator, app):
+    assert cli("setup", bot_url).returncode == 0
+    _, answer = emulator.deliver_dm("3000000002", "hello")
+    assert answer.status_code == 200
+    [(_, delivery)] = emulator.delivered
+    assert delivery["data"]["event_type"] == "dm.received" and delivery["data"]["tag"] == "catfacts-bot"
+    import_journals(runtime_of(app).backend)  # the served bot and ``app`` share the store
+    drain(app)
+    assert len(emulator.sent_to("3000000002")) == 1
+
+
+@pytest.mark.parametrize("old_webhook", ["kept", "deleted"])
+def test_setup_moves_the_bots_subscription_from_an_old_webhook(cli, bot_url, emulator, old_webhook):
+    emulator.webhook_limit = 2
+    old = emulator.register(bot_url + "?old=1", api="xaa")
+    [before] = xaa_subscriptions(emulator)
+    if old_webhook == "deleted":
+        emulator.webhooks.pop(old.id)
+    result = cli("setup", bot_url)
+    assert result.returncode == 0, result.stderr
+    new = next(w for w in emulator.webhooks.values() if w.url == bot_url)
+    assert "moved" in result.stdout and old.id in result.stdout and new.id in result.stdout
+    [after] = xaa_subscriptions(emulator)
+    assert after["subscription_id"] == before["subscription_id"] and after["webhook_id"] == new.id
+
+
+def test_setup_on_an_app_with_an_aaa_subscription_moves_it_to_xaa_without_a_gap(cli, bot_url, emulator):
+    emulator.register(bot_url)  # the bot as it was set up before: through the Account Activity API
+    [hook] = emulator.webhooks.values()
+    result = cli("setup", bot_url)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index("subscribed the bot account") < out.index("removed the bot account's Account Activity")
+    assert emulator.subscriptions == {hook.id: set()}
+    [sub] = xaa_subscriptions(emulator)
+    assert sub["webhook_id"] == hook.id and sub["event_type"] == "dm.received"
+    assert "nothing to change" in cli("setup", bot_url).stdout
+
+
+def test_status_shows_webhook_and_xaa_subscription(cli, bot_url, emulator):
     cli("setup", bot_url)
     result = cli("status")
     assert result.returncode == 0
     [hook] = emulator.webhooks.values()
-    assert hook.id in result.stdout and bot_url in result.stdout
-    assert "valid: yes" in result.stdout and "bot account 2000000001 subscribed" in result.stdout
+    [sub] = xaa_subscriptions(emulator)
+    assert hook.id in result.stdout and bot_url in result.stdout and "valid: yes" in result.stdout
+    assert "bot account 2000000001 subscribed" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith(sub["subscription_id"]))
+    assert all(part in line for part in ("dm.received", "user_id=2000000001", "catfacts-bot", hook.id)), line
+    assert "Account Activity" not in result.stdout
 
 
-def test_status_json(cli, bot_url):
-    cli("setup", bot_url)
-    data = json.loads(cli("--json", "status").stdout)
+def test_status_with_api_aaa_shows_account_activity_lines(cli, bot_url, emulator):
+    cli(*AAA, "setup", bot_url)
+    result = cli(*AAA, "status")
+    assert result.returncode == 0
+    assert "bot account 2000000001 subscribed" in result.stdout and "subscriptions in use: 1 of 3" in result.stdout
+
+
+@APIS
+def test_status_json(cli, bot_url, api):
+    cli(*api, "setup", bot_url)
+    data = json.loads(cli("--json", *api, "status").stdout)
     assert data["ok"] is True
     assert data["result"]["webhooks"][0]["bot_subscribed"] is True
+    if not api:
+        [sub] = data["result"]["activity_subscriptions"]
+        assert sub["event_type"] == "dm.received" and sub["filter"] == {"user_id": BOT_ID}
 
 
 def test_check_runs_xs_crc_again(cli, bot_url, emulator):
@@ -113,9 +190,10 @@ def test_invalid_webhook_is_rechecked_on_register(cli, bot_url, emulator):
     assert hook.valid is True
 
 
-def test_subscribe_when_already_subscribed_is_success(cli, bot_url):
-    cli("setup", bot_url)
-    result = cli("subscribe")
+@APIS
+def test_subscribe_when_already_subscribed_is_success(cli, bot_url, api):
+    cli(*api, "setup", bot_url)
+    result = cli(*api, "subscribe")
     assert result.returncode == 0 and "already subscribed" in result.stdout
 
 
@@ -124,20 +202,59 @@ def test_subscribe_without_a_webhook_says_what_to_do(cli):
     assert result.returncode == 1 and "setup URL" in result.stderr
 
 
-def test_unsubscribe_twice(cli, bot_url, emulator):
-    cli("setup", bot_url)
-    assert cli("unsubscribe").returncode == 0
-    assert emulator.webhook_url() is None
-    again = cli("unsubscribe")
+@APIS
+def test_unsubscribe_twice(cli, bot_url, emulator, api):
+    cli(*api, "setup", bot_url)
+    assert cli(*api, "unsubscribe").returncode == 0
+    assert emulator.webhook_url() is None and emulator.activity_subscriptions == {}
+    again = cli(*api, "unsubscribe")
     assert again.returncode == 0 and "was not subscribed" in again.stdout
 
 
-def test_delete(cli, bot_url, emulator):
+@APIS
+def test_delete(cli, bot_url, emulator, api):
+    cli(*api, "setup", bot_url)
+    [hook] = emulator.webhooks.values()
+    assert cli(*api, "delete", hook.id).returncode == 0
+    assert emulator.webhooks == {}
+    assert cli(*api, "delete").returncode == 1
+
+
+def test_delete_removes_the_xaa_subscriptions_that_name_the_webhook(cli, bot_url, emulator):
     cli("setup", bot_url)
     [hook] = emulator.webhooks.values()
-    assert cli("delete", hook.id).returncode == 0
-    assert emulator.webhooks == {}
-    assert cli("delete").returncode == 1
+    emulator.subscribe_activity("dm.sent", hook.id)
+    elsewhere = emulator.subscribe_activity("follow.follow", None)  # the stream only: not this webhook's
+    result = cli("delete")
+    assert result.returncode == 0, result.stderr
+    assert list(emulator.activity_subscriptions) == [elsewhere.subscription_id]
+    assert result.stdout.count("removed X Activity API subscription") == 2
+
+
+def test_unsubscribe_one_subscription_by_id(cli, bot_url, emulator):
+    cli("setup", bot_url)
+    [hook] = emulator.webhooks.values()
+    extra = emulator.subscribe_activity("dm.received", hook.id, tag="by hand")
+    result = cli("unsubscribe", "--subscription-id", extra.subscription_id)
+    assert result.returncode == 0, result.stderr
+    assert [s["tag"] for s in xaa_subscriptions(emulator)] == ["catfacts-bot"]
+
+
+@pytest.mark.parametrize("access,needles", [
+    ("forbidden", ["X Activity API", "developer portal", "--api aaa"]),
+    ("oauth2", ["OAuth 2.0 user context", "dm.read", "--api aaa"]),
+])
+def test_xaa_refused_for_access_says_what_to_do(cli, bot_url, emulator, access, needles):
+    emulator.activity_access = access
+    result = cli("setup", bot_url)
+    assert result.returncode == 1
+    assert "X refused" in result.stderr and "Traceback" not in result.stderr
+    advice = next(line for line in result.stderr.splitlines() if line.startswith("next step:"))
+    assert all(needle in advice for needle in needles), advice
+    data = json.loads(cli("--json", "setup", bot_url).stdout)
+    assert data["error"]["status"] == 403 and "--api aaa" in data["error"]["advice"]
+    fallback = cli(*AAA, "setup", bot_url)
+    assert fallback.returncode == 0, fallback.stderr
 
 
 def test_delete_unknown_id(cli, bot_url):
@@ -338,6 +455,9 @@ def fake_x_cli(cli, fake_x, *args):
     return cli(*args, X_API_BASE_URL=fake_x["url"], BEARER_TOKEN="fake-bearer")
 
 
+AAA_SUBSCRIPTION = "/2/account_activity/webhooks/1700000000000000001/subscriptions/all"
+
+
 def one_webhook(fake_x, url: str) -> None:
     hook = {"id": "1700000000000000001", "url": url, "valid": True, "created_at": "2026-08-01T00:00:00.000Z"}
     fake_x[("GET", "/2/webhooks")] = (200, {"data": [hook], "meta": {"result_count": 1}})
@@ -351,15 +471,46 @@ def one_webhook(fake_x, url: str) -> None:
     {"errors": [{"message": "Bad request", "detail": "DuplicateSubscriptionFailed: already subscribed"}],
      "title": "Invalid Request", "detail": "Bad request"},
 ], ids=["title", "errors-title", "errors-detail"])
-def test_a_duplicate_reported_in_title_or_detail_is_recognised_on_a_re_run(cli, bot_url, fake_x, body):
+@APIS
+def test_a_duplicate_reported_in_title_or_detail_is_recognised_on_a_re_run(cli, bot_url, fake_x, body, api):
     """X said "not subscribed" a moment ago, then "duplicate": the subscription is there."""
     one_webhook(fake_x, bot_url)
-    subscriptions = "/2/account_activity/webhooks/1700000000000000001/subscriptions/all"
-    fake_x[("GET", subscriptions)] = (200, {"data": {"subscribed": False}})
-    fake_x[("POST", subscriptions)] = (400, body)
-    result = fake_x_cli(cli, fake_x, "setup", bot_url)
+    fake_x[("GET", AAA_SUBSCRIPTION)] = (200, {"data": {"subscribed": False}})
+    fake_x[("POST", AAA_SUBSCRIPTION)] = (400, body)
+    fake_x[("GET", "/2/activity/subscriptions")] = (200, {"data": [], "meta": {"total_subscriptions": 0}})
+    fake_x[("POST", "/2/activity/subscriptions")] = (400, body)
+    result = fake_x_cli(cli, fake_x, *api, "setup", bot_url)
     assert result.returncode == 0, result.stderr
     assert "already subscribed" in result.stdout
+
+
+def test_a_failed_removal_of_the_aaa_subscription_names_the_command_that_does_it(cli, bot_url, fake_x):
+    one_webhook(fake_x, bot_url)
+    fake_x[("GET", "/2/activity/subscriptions")] = (200, {"data": []})
+    fake_x[("POST", "/2/activity/subscriptions")] = (200, {"data": {"subscription": {
+        "subscription_id": "1800000000000000009", "event_type": "dm.received", "filter": {"user_id": BOT_ID},
+        "tag": "catfacts-bot", "webhook_id": "1700000000000000001"}}})
+    fake_x[("GET", AAA_SUBSCRIPTION)] = (200, {"data": {"subscribed": True}})
+    fake_x[("DELETE", f"/2/account_activity/webhooks/1700000000000000001/subscriptions/{BOT_ID}/all")] = (
+        503, {"title": "Service Unavailable", "detail": "Service Unavailable", "type": "about:blank"})
+    result = fake_x_cli(cli, fake_x, "setup", bot_url)
+    assert result.returncode == 0, result.stderr
+    assert "subscribed the bot account" in result.stdout
+    assert "python register_webhook.py --api aaa unsubscribe --webhook-id 1700000000000000001" in result.stderr
+
+
+def test_a_failed_removal_of_a_deleted_webhooks_subscription_names_the_command(cli, fake_x):
+    one_webhook(fake_x, "https://bot.example.com/webhook/twitter")
+    fake_x[("GET", "/2/activity/subscriptions")] = (200, {"data": [{
+        "subscription_id": "1800000000000000009", "event_type": "dm.received", "filter": {"user_id": BOT_ID},
+        "webhook_id": "1700000000000000001"}]})
+    fake_x[("DELETE", "/2/webhooks/1700000000000000001")] = (200, {"data": {"deleted": True}})
+    fake_x[("DELETE", "/2/activity/subscriptions/1800000000000000009")] = (
+        503, {"title": "Service Unavailable", "detail": "Service Unavailable", "type": "about:blank"})
+    result = fake_x_cli(cli, fake_x, "delete")
+    assert result.returncode == 1
+    assert "deleted webhook 1700000000000000001" in result.stdout
+    assert "python register_webhook.py unsubscribe --subscription-id 1800000000000000009" in result.stderr
 
 
 @pytest.mark.parametrize("reason,advice", [
