@@ -2,13 +2,15 @@
 
 Starts the X emulator and the bot exactly as production runs it (``gunicorn app:app``,
 configured only through settings), registers the webhook and subscription with
-``register_webhook.py setup`` (so the CRC check and subscription really run), then opens a chat:
+``register_webhook.py setup`` (so the CRC check and subscription really run: through the X
+Activity API, or the Account Activity API with ``--api aaa``), then opens a chat:
 each line you type goes to the bot as a signed DM delivery from a simulated user, and the
 bot's reply is printed when it reaches the emulator. Standard input that is not a terminal is
 read one message per line. Every process started here is stopped on exit, Ctrl-C included.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -118,7 +120,20 @@ def show(reply: str) -> None:
     print(flush=True)
 
 
-def main() -> int:
+def delivery_route(emulator_url: str) -> str:
+    """How the emulator will deliver the bot's DMs, from the subscriptions setup made."""
+    state = requests.get(f"{emulator_url}/_emulator/state", timeout=5).json()
+    routes = [f"as {s['event_type']} events of the X Activity API (subscription {s['subscription_id']}, "
+              f"tag {s.get('tag', '-')})" for s in state["activity_subscriptions"]]
+    routes += ["in the Account Activity API's envelope" for users in state["subscriptions"].values() if users]
+    return "X delivers the bot's DMs " + (" and ".join(routes) or "nowhere: no subscription")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--api", choices=("xaa", "aaa"), default="xaa",
+                        help="subscribe through the X Activity API (default) or the Account Activity API")
+    api = parser.parse_args(argv).api
     WORK.mkdir(exist_ok=True)
     for old in WORK.glob("catbot.sqlite3*"):  # the database, its WAL files and its journal folder
         shutil.rmtree(old) if old.is_dir() else old.unlink()
@@ -138,14 +153,16 @@ def main() -> int:
         wait_for(f"http://127.0.0.1:{emulator_port}/_emulator/state", emulator, "emulator")
         wait_for(f"http://127.0.0.1:{bot_port}/healthz", bot, "bot")
         webhook = f"http://127.0.0.1:{bot_port}/webhook/twitter"
-        print(f"$ python register_webhook.py setup {webhook}", flush=True)
-        setup = subprocess.run([str(BIN / "python"), "register_webhook.py", "setup", webhook], cwd=ROOT, env=env,
+        command = ["register_webhook.py", *(["--api", "aaa"] if api == "aaa" else []), "setup", webhook]
+        print(f"$ python {' '.join(command)}", flush=True)
+        setup = subprocess.run([str(BIN / "python"), *command], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=60)
         for line in setup.stdout.splitlines():
             print("  " + line)
         if setup.returncode != 0:
             print(setup.stderr, file=sys.stderr)
             return 1
+        print(delivery_route(f"http://127.0.0.1:{emulator_port}"), flush=True)
         interactive = sys.stdin.isatty()
         print(f"\nchat as user {USER_ID}: every line is a DM to the bot "
               f"(try: hello, help, stop, start){'; Ctrl-D or Ctrl-C to quit' if interactive else ''}.")
@@ -168,7 +185,10 @@ def main() -> int:
         print()
         return 0
     finally:
-        print("stopping the bot and the emulator...", flush=True)
+        try:
+            print("stopping the bot and the emulator...", flush=True)
+        except OSError:  # standard output is gone (a closed pipe): stop them all the same
+            pass
         processes.stop_all()
 
 

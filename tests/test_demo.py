@@ -1,4 +1,5 @@
-"""`make demo` as issue 3 states it: piped input, facts, help, stop, silence, start; exit 0; nothing left running."""
+"""`make demo` as issue 3 states it: piped input, facts, help, stop, silence, start; exit 0; nothing left running.
+Since issue 12 it subscribes through the X Activity API, as X's current docs do."""
 import os
 import subprocess
 import sys
@@ -28,4 +29,5 @@ def test_demo_chat_from_piped_input():
     after_hi = out.split("you> hi\n", 1)[1]
     assert after_hi.startswith("bot> (no reply)")
     assert "registered webhook" in out and "subscribed the bot account" in out
+    assert "X delivers the bot's DMs as dm.received events of the X Activity API" in out  # make demo's default
     assert _running(before) == set()
