@@ -1,63 +1,20 @@
-"""Shared fixtures: fake credentials, the X emulator and a fake facts API on loopback, the app.
+"""Shared fixtures: the X emulator and a fake facts API on loopback, settings, the app, Redis.
+What tests share besides fixtures is in helpers.py.
 
 Everything talks real HTTP on 127.0.0.1; nothing here reaches the internet.
 """
 from __future__ import annotations
 
-import json
-import threading
-from pathlib import Path
 from typing import Callable
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
-from catbot.security import sign
 from catbot.settings import Settings
 from catbot.web import create_app
-from x_emulator import Credentials, XEmulator
+from helpers import BOT_ID, CREDS, ServerThread, drain, payload, post_delivery, runtime_of, signed_headers  # noqa: F401,E501  (until every test imports helpers)
+from x_emulator import XEmulator
 from x_emulator.facts import FactsAPIStub
-
-PAYLOADS = Path(__file__).parent / "payloads"
-BOT_ID = "2000000001"
-CREDS = Credentials(
-    consumer_key="test-consumer-key-0000001",
-    consumer_secret="test-consumer-secret-not-a-real-one-000000001",
-    access_token=f"{BOT_ID}-testaccesstoken00000000000001",
-    access_token_secret="test-access-token-secret-not-real-00001",
-)
-
-
-def payload(name: str) -> dict:
-    return json.loads((PAYLOADS / name).read_text())
-
-
-def signed_headers(body: bytes, secret: str = CREDS.consumer_secret) -> dict[str, str]:
-    """The one helper that builds a valid delivery signature for tests."""
-    return {"Content-Type": "application/json", "x-twitter-webhooks-signature": sign(secret.encode(), body)}
-
-
-def post_delivery(client, delivery: dict | bytes, secret: str = CREDS.consumer_secret):
-    body = delivery if isinstance(delivery, bytes) else json.dumps(delivery).encode()
-    return client.post("/webhook/twitter", data=body, headers=signed_headers(body, secret))
-
-
-class ServerThread:
-    """A WSGI app served on a loopback port in a background thread."""
-
-    def __init__(self, app) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -99,19 +56,6 @@ def app(make_app) -> Flask:
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def runtime_of(app):
-    return app.extensions["catbot"]
-
-
-def drain(app, passes: int = 20) -> None:
-    """Run the reply job in this thread until nothing is due now (what a consumer would do)."""
-    replier = runtime_of(app).replier
-    for _ in range(passes):
-        result = replier.run_pass()
-        if not result.more_now:
-            return
 
 
 # The fast tier (`make test-fast`, `pytest -m "not processes"`) is every test that needs no

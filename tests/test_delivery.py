@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BOT_ID, post_delivery, runtime_of
+from helpers import BOT_ID, dm_delivery, post_delivery, runtime_of
 from catbot.events import IncomingDM
 from catbot.replies import HELP_TEXT, START_TEXT, STOP_TEXT, Intent
 from catbot.runtime import build_runtime
@@ -56,11 +56,7 @@ class Bot:
         self._ids = iter(range(1800000000000100000, 1900000000000000000))
 
     def dm(self, sender: str, text: str = "hi", event_id: str | None = None, **data) -> dict:
-        event = {"type": "message_create", "id": event_id or str(next(self._ids)),
-                 "created_timestamp": str(int(time.time() * 1000)),
-                 "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": sender,
-                                    "message_data": {"text": text, **data}}}
-        return {"for_user_id": BOT_ID, "direct_message_events": [event]}
+        return dm_delivery(sender, text, event_id or str(next(self._ids)), created_ms=int(time.time() * 1000), **data)
 
     def send(self, sender: str, text: str = "hi", **kw):
         delivery = self.dm(sender, text, **kw)

@@ -3,16 +3,13 @@ import copy
 
 import pytest
 
-from conftest import BOT_ID, payload
+from helpers import BOT_ID, dm_event, payload
 from catbot.replies import Intent
 from catbot.events import is_own_message, parse_delivery
 
 
 def dm(event_id="1800000000000000001", sender="3000000002", text="hi", **extra):
-    event = {"type": "message_create", "id": event_id, "created_timestamp": "1763800000000",
-             "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": sender,
-                                "message_data": {"text": text, **extra}}}
-    return event
+    return dm_event(sender, text, event_id, **extra)
 
 
 def test_documented_delivery_yields_one_message():

@@ -13,7 +13,7 @@ import requests
 from catbot.replies import STOP_TEXT
 from processes import Gunicorn, Worker, bot_env
 from redis_server import RedisServer
-from test_scale import counts, wait_until
+from helpers import counts, wait_until
 
 
 @pytest.fixture(params=["sqlite", "redis"])

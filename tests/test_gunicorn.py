@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from conftest import BOT_ID, signed_headers
+from helpers import BOT_ID, signed_headers
 from processes import ROOT, VENV_BIN, Gunicorn, bot_env
 
 

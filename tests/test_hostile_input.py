@@ -10,7 +10,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from conftest import BOT_ID, post_delivery, runtime_of
+from helpers import BOT_ID, post_delivery, runtime_of
 from catbot.runtime import import_journals
 from catbot.replier import Replier
 from catbot.web import MAX_BODY

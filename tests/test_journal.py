@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from conftest import BOT_ID, drain, post_delivery, runtime_of
+from helpers import dm_delivery, drain, post_delivery, runtime_of
 from catbot.journal import READ_LIMIT, Journal, encode
 from catbot.replies import Intent
 from catbot.runtime import import_journals
@@ -174,22 +174,15 @@ def test_a_backlog_bigger_than_one_read_is_imported_in_one_call(tmp_path):
     assert store.health()["pending_messages"] == count
 
 
-def delivery_from(sender: str, event_id: str) -> dict:
-    return {"for_user_id": BOT_ID, "direct_message_events": [{
-        "type": "message_create", "id": event_id, "created_timestamp": "1763790000000",
-        "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": sender,
-                           "message_data": {"text": "hi"}}}]}
-
-
 def test_while_xs_budget_is_spent_deliveries_wait_in_the_journal_for_the_sweep(app, client, emulator):
     """Importing could only move messages from one queue to another until X allows a send;
     the sweep still imports once a minute, so the journal stays short."""
     emulator.set_rate_limit(1, 900)
     runtime = runtime_of(app)
-    post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    post_delivery(client, dm_delivery("3000000001", "hi", "1800000000000000001"))
     runtime.replier.run_pass()
     assert len(emulator.sent) == 1  # and X said remaining=0
-    post_delivery(client, delivery_from("3000000002", "1800000000000000002"))
+    post_delivery(client, dm_delivery("3000000002", "hi", "1800000000000000002"))
     runtime.replier.run_pass()
     backlog = runtime.backlog()
     assert backlog["pending_messages"] == 0 and backlog["journal_bytes"] > 0
@@ -204,14 +197,14 @@ def test_what_a_user_writes_while_their_reply_is_on_its_way_is_answered_by_it(ap
     is next in line instead of behind a second reply to the first."""
     emulator.faults.latency = 0.5
     runtime = runtime_of(app)
-    post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    post_delivery(client, dm_delivery("3000000001", "hi", "1800000000000000001"))
     in_flight = threading.Thread(target=runtime.replier.run_pass)
     in_flight.start()
     deadline = time.monotonic() + 5
     while emulator.dm_attempts == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    post_delivery(client, delivery_from("3000000001", "1800000000000000002"))
-    post_delivery(client, delivery_from("3000000002", "1800000000000000003"))
+    post_delivery(client, dm_delivery("3000000001", "hi", "1800000000000000002"))
+    post_delivery(client, dm_delivery("3000000002", "hi", "1800000000000000003"))
     in_flight.join()
     drain(app)
     assert [dm.participant_id for dm in emulator.sent] == ["3000000001", "3000000002"]
@@ -328,20 +321,20 @@ def test_an_unwritable_journal_folder_answers_503_then_recovers(app, client, emu
     folder = runtime_of(app).journal.directory
     shutil.rmtree(folder, ignore_errors=True)
     folder.write_text("not a folder")  # mkdir and every write into it fail
-    answer = post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    answer = post_delivery(client, dm_delivery("3000000001", "hi", "1800000000000000001"))
     assert answer.status_code == 503  # X delivers again; never a 200 for what was not written
     folder.unlink()
-    assert post_delivery(client, delivery_from("3000000001", "1800000000000000001")).status_code == 200
+    assert post_delivery(client, dm_delivery("3000000001", "hi", "1800000000000000001")).status_code == 200
     drain(app)
     assert [dm.participant_id for dm in emulator.sent] == ["3000000001"]
 
 
 def test_deliveries_after_the_journal_folder_is_removed_are_answered(app, client, emulator):
-    post_delivery(client, delivery_from("3000000001", "1800000000000000001"))
+    post_delivery(client, dm_delivery("3000000001", "hi", "1800000000000000001"))
     drain(app)
     shutil.rmtree(runtime_of(app).journal.directory)
     for n in range(2, 7):
-        assert post_delivery(client, delivery_from(str(3000000000 + n), f"180000000000000000{n}")).status_code == 200
+        assert post_delivery(client, dm_delivery(str(3000000000 + n), "hi", f"180000000000000000{n}")).status_code == 200
     drain(app)
     assert sorted(dm.participant_id for dm in emulator.sent) == [str(3000000000 + n) for n in range(1, 7)]
     assert runtime_of(app).backlog()["journal_bytes"] == 0

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from conftest import BOT_ID, CREDS, signed_headers
+from helpers import CREDS, dm_delivery, signed_headers
 from processes import Gunicorn, Process, VENV_BIN, Worker, bot_env, free_port
 
 RATE = 200  # deliveries per second
@@ -21,11 +21,7 @@ CLIENTS = 8
 
 def delivery(n: int) -> tuple[str, bytes]:
     user = str(4_000_000_000 + n)
-    body = json.dumps({"for_user_id": BOT_ID, "direct_message_events": [{
-        "type": "message_create", "id": str(1_900_000_000_000_000_000 + n), "created_timestamp": "1763800000000",
-        "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": user,
-                           "message_data": {"text": f"hello {n}"}}}]}).encode()
-    return user, body
+    return user, json.dumps(dm_delivery(user, f"hello {n}", str(1_900_000_000_000_000_000 + n))).encode()
 
 
 def test_sustained_load_every_dm_answered_once(settings, redis_url, tmp_path):

@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 
+from helpers import counts, signed_headers, wait_until
 from processes import Gunicorn, Worker, bot_env
 from redis_server import RedisServer
 
@@ -48,24 +49,7 @@ def post(url: str, payload: dict) -> requests.Response:
 
 
 def emulator_post(url, body):  # signed exactly as X signs
-    from conftest import signed_headers
     return requests.post(url + "/webhook/twitter", data=body, headers=signed_headers(body), timeout=10)
-
-
-def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
-
-def counts(emulator) -> dict[str, int]:
-    result: dict[str, int] = {}
-    for dm in emulator.sent:
-        result[dm.participant_id] = result.get(dm.participant_id, 0) + 1
-    return result
 
 
 def test_same_delivery_posted_concurrently_to_two_web_processes_gets_one_reply(scaled, emulator):

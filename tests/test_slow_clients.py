@@ -17,7 +17,7 @@ import requests
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
 
-from conftest import CREDS, signed_headers
+from helpers import CREDS, dm_delivery, signed_headers
 from catbot.security import crc_response_token
 from catbot.server import (BODY_LIMIT, CHUNKED_READ_AHEAD, REQUEST_TIMEOUT, BufferedThreadWorker, Framing, Limits,
                            RequestScanner)
@@ -132,7 +132,7 @@ def test_slow_clients_do_not_delay_crc_or_deliveries_nor_kill_workers(settings, 
                         answer.json() != {"response_token": crc_response_token(settings.consumer_secret, token)}:
                     problems.append(f"CRC: {answer!r}")
                 user = str(3000000100 + len(users))
-                body = json.dumps(emulator.envelope([emulator.dm_event(user, "hi")])).encode()
+                body = a_delivery(user)
                 took, answer = timed(lambda: requests.post(bot.url + "/webhook/twitter", data=body,
                                                            headers=signed_headers(body), timeout=10))
                 delivery_times.append(took)
@@ -233,8 +233,7 @@ def delivery_request(body: bytes, extra: str = "") -> bytes:
 
 
 def a_delivery(user: str = "3000000002") -> bytes:
-    emulator = XEmulator(CREDS)  # only to build a well-formed envelope; not started
-    return json.dumps(emulator.envelope([emulator.dm_event(user, "hi")])).encode()
+    return json.dumps(dm_delivery(user, "hi", str(1800000000000000000 + secrets.randbelow(10**17)))).encode()
 
 
 def assert_crc_prompt(bot: Gunicorn) -> None:

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import BOT_ID, CREDS, drain, payload, post_delivery, runtime_of, signed_headers
+from helpers import BOT_ID, CREDS, dm_delivery, dm_event, drain, payload, post_delivery, runtime_of, signed_headers
 from catbot.runtime import import_journals
 from catbot.security import MAX_CRC_TOKEN, crc_response_token
 
@@ -33,12 +33,6 @@ def web_log():
     yield lines.lines
     logger.setLevel(level)
     logger.removeHandler(lines)
-
-
-def dm_event(event_id: str, sender: str, text: str) -> dict:
-    return {"type": "message_create", "id": event_id, "created_timestamp": "1763800000000",
-            "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": sender,
-                               "message_data": {"text": text}}}
 
 
 def pending(app) -> int:
@@ -116,7 +110,7 @@ def test_crc_route_is_not_a_signing_oracle(app, client, emulator):
     whole attack: signature given, delivery accepted, DMs sent."""
     victim, stranger = "3000000007", "3000000008"
     forged = json.dumps({"for_user_id": BOT_ID, "direct_message_events": [
-        dm_event("1900000000000000001", victim, "stop"), dm_event("1900000000000000002", stranger, "hi")]},
+        dm_event(victim, "stop", "1900000000000000001"), dm_event(stranger, "hi", "1900000000000000002")]},
         separators=(",", ":"))
     assert len(forged) < 3000  # fits in a URL
     crc = client.get("/webhook/twitter", query_string={"crc_token": forged})
@@ -129,7 +123,7 @@ def test_crc_route_is_not_a_signing_oracle(app, client, emulator):
     assert outcome == {"crc_status": 400, "signature_given": False, "post_status": 401, "dms_sent": []}
     # The victim was not opted out: a genuine "hi" from them is answered.
     assert post_delivery(client, {"for_user_id": BOT_ID, "direct_message_events": [
-        dm_event("1900000000000000003", victim, "hi")]}).status_code == 200
+        dm_event(victim, "hi", "1900000000000000003")]}).status_code == 200
     drain(app)
     assert [dm.participant_id for dm in emulator.sent] == [victim]
 
@@ -237,7 +231,7 @@ def test_bots_own_message_is_acknowledged_not_queued(app, client):
 
 def test_sender_id_with_a_leading_zero_is_malformed_not_answered(app, client, emulator, web_log):
     """"0" + the bot's id is the bot's id as a number: it must not be answered as another user."""
-    delivery = {"for_user_id": BOT_ID, "direct_message_events": [dm_event("1900000000000000009", "0" + BOT_ID, "hi")]}
+    delivery = dm_delivery("0" + BOT_ID, "hi", "1900000000000000009")
     assert post_delivery(client, delivery).status_code == 200  # acknowledged: X must not retry it
     assert pending(app) == 0
     drain(app)

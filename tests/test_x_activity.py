@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from conftest import BOT_ID, drain, payload, post_delivery
+from helpers import BOT_ID, drain, payload, post_delivery
 
 
 class Records(logging.Handler):
