@@ -56,3 +56,35 @@ class Gunicorn(Process):
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         self.wait_http(self.url + "/healthz", timeout, ok=lambda response: response.status_code == 200)
+
+
+class Deployment:
+    """The bot's web and worker processes for one test, on one store, stopped afterwards.
+
+    ``defaults`` are settings every process gets (a short lease, say); each ``web``/``worker``
+    call may add or override some. The first web process is registered at the emulator."""
+
+    def __init__(self, settings, emulator, tmp_path: Path, **defaults: str) -> None:
+        self.settings, self.emulator, self.tmp_path, self.defaults = settings, emulator, tmp_path, defaults
+        self.started: list[Process] = []
+
+    def env(self, redis_url: str | None = None, **extra: str) -> dict[str, str]:
+        settings = self.settings if redis_url is None else self.settings.replace(redis_url=redis_url)
+        return bot_env(settings, **{**self.defaults, **extra})
+
+    def web(self, embedded: bool = False, redis_url: str | None = None, **extra: str) -> Gunicorn:
+        env = self.env(redis_url, EMBEDDED_CONSUMER="true" if embedded else "false", **extra)
+        proc = Gunicorn(env, workers=2, log_path=self.tmp_path / f"web{len(self.started)}.log")
+        self.started.append(proc)
+        if not self.emulator.webhook_url():
+            self.emulator.register(proc.url + "/webhook/twitter")
+        return proc
+
+    def worker(self, redis_url: str | None = None, **extra: str) -> Worker:
+        proc = Worker(self.env(redis_url, **extra), log_path=self.tmp_path / f"worker{len(self.started)}.log")
+        self.started.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.started:
+            proc.stop()  # a stopped one is continued first

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from catbot.replies import STOP_TEXT
-from processes import Gunicorn, Worker, bot_env
+from processes import Deployment
 from redis_server import RedisServer
 from helpers import counts, wait_until
 
@@ -21,34 +21,12 @@ def deployment(request, settings, emulator, tmp_path):
     """A web process that only acknowledges and records, and consumers started on demand,
     on the embedded SQLite file or on a redis-server of the test's own (so it can be stopped)."""
     redis = RedisServer(tmp_path / "redis") if request.param == "redis" else None
-    started = []
     emulator.set_rate_limit(1000, 900)
-
-    class Deployment:
-        backend = request.param
-        redis_server = redis
-        sqlite_path = settings.sqlite_path
-
-        def env(self, **extra):
-            base = dict(REPLY_LEASE_SECONDS="5", X_TIMEOUT="2", CATFACTS_TIMEOUT="1", EMBEDDED_CONSUMER="false",
-                        REPLAY_ON_START="false")
-            base.update(extra)
-            return bot_env(settings.replace(redis_url=redis.url if redis else ""), **base)
-
-        def web(self, **extra):
-            proc = Gunicorn(self.env(**extra), workers=2, log_path=tmp_path / f"web{len(started)}.log")
-            started.append(proc)
-            emulator.register(proc.url + "/webhook/twitter")
-            return proc
-
-        def worker(self, **extra):
-            proc = Worker(self.env(**extra), log_path=tmp_path / f"worker{len(started)}.log")
-            started.append(proc)
-            return proc
-
-    yield Deployment()
-    for proc in started:
-        proc.stop()  # a stopped one is continued first
+    deployment = Deployment(settings.replace(redis_url=redis.url if redis else ""), emulator, tmp_path,
+                            REPLY_LEASE_SECONDS="5", X_TIMEOUT="2", CATFACTS_TIMEOUT="1", REPLAY_ON_START="false")
+    deployment.backend, deployment.redis_server = request.param, redis
+    yield deployment
+    deployment.stop()
     if redis:
         redis.stop()
 
@@ -114,7 +92,7 @@ def test_a_store_outage_right_after_x_accepted_sends_nothing_twice(deployment, e
         time.sleep(3)
         deployment.redis_server.start()  # same port, same append-only file
     else:
-        _hold_sqlite_write_lock(deployment.sqlite_path, 8).join()
+        _hold_sqlite_write_lock(deployment.settings.sqlite_path, 8).join()
     emulator.faults.latency = 0
     assert wait_until(lambda: set(counts(emulator)) == set(users), 40)
     # Every batch closed: none is left claimed, to go out again when its lease runs out.

@@ -11,37 +11,18 @@ import pytest
 import requests
 
 from helpers import counts, signed_headers, wait_until
-from processes import Gunicorn, Worker, bot_env
+from processes import Deployment
 from redis_server import RedisServer
 
 
 @pytest.fixture
 def scaled(settings, redis_url, emulator, tmp_path):
-    """Start web and worker processes on Redis; everything is stopped afterwards."""
-    started = []
-
-    class Scaled:
-        def env(self, **extra):
-            base = dict(REPLY_LEASE_SECONDS="6", X_TIMEOUT="2.5", CATFACTS_TIMEOUT="1")
-            base.update(extra)
-            return bot_env(settings.replace(redis_url=extra.pop("REDIS_URL", redis_url)), **base)
-
-        def web(self, embedded=False, **extra):
-            env = self.env(EMBEDDED_CONSUMER="true" if embedded else "false", **extra)
-            proc = Gunicorn(env, workers=2, log_path=tmp_path / f"web{len(started)}.log")
-            started.append(proc)
-            if not emulator.webhook_url():
-                emulator.register(proc.url + "/webhook/twitter")
-            return proc
-
-        def worker(self, **extra):
-            proc = Worker(self.env(**extra), log_path=tmp_path / f"worker{len(started)}.log")
-            started.append(proc)
-            return proc
-
-    yield Scaled()
-    for proc in started:
-        proc.stop()
+    """Web and worker processes on Redis (``REDIS_URL`` of the test's redis-server unless a test
+    names another); everything is stopped afterwards."""
+    deployment = Deployment(settings.replace(redis_url=redis_url), emulator, tmp_path,
+                            REPLY_LEASE_SECONDS="6", X_TIMEOUT="2.5", CATFACTS_TIMEOUT="1")
+    yield deployment
+    deployment.stop()
 
 
 def post(url: str, payload: dict) -> requests.Response:
@@ -166,7 +147,7 @@ def test_sigterm_of_gunicorn_with_embedded_consumer_finishes_the_send(scaled, em
 def test_redis_down_answers_503_and_recovers_by_itself(settings, emulator, tmp_path, scaled):
     server = RedisServer(tmp_path / "own-redis")
     try:
-        web = scaled.web(embedded=True, REDIS_URL=server.url)
+        web = scaled.web(embedded=True, redis_url=server.url)
         assert emulator.deliver_dm("3000000901", "before")[1].status_code == 200
         assert wait_until(lambda: len(emulator.sent) >= 1, 10)
         server.stop()
