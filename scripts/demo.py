@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as scripts/demo.py
+from localrun.processes import ROOT, Process, free_port  # noqa: E402
+
 WORK = ROOT / ".demo"
 BIN = Path(sys.executable).parent
 USER_ID = "3000000042"
@@ -35,49 +36,17 @@ DEMO_CREDENTIALS = {  # fake keys shared by the bot and the emulator; nothing he
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Processes:
-    """The processes this demo started, each in its own process group, all stopped on exit."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(WORK / f"{name}.log", "wb")
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def wait_for(url: str, proc: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited early; see {WORK / (name + '.log')}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit(f"{name} did not start within {timeout:.0f} s; see {WORK / (name + '.log')}")
+def start(started: list[Process], name: str, args: list[str], env: dict[str, str], ready: str) -> Process:
+    """Start a process of the demo, with its log in .demo/, and wait until ``ready`` answers."""
+    log = WORK / f"{name}.log"
+    log.unlink(missing_ok=True)
+    proc = Process(args, env, log, stdin=subprocess.DEVNULL)
+    started.append(proc)
+    try:
+        proc.wait_http(ready, timeout=30)
+    except RuntimeError:
+        raise SystemExit(f"{name} did not start; see {log}") from None
+    return proc
 
 
 class Chat:
@@ -143,15 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     env.update(DEMO_CREDENTIALS, X_API_BASE_URL=f"http://127.0.0.1:{emulator_port}",
                SQLITE_PATH=str(WORK / "catbot.sqlite3"), REPLIES_PER_USER_PER_HOUR="60",
                CATBOT_ENV_DIR=str(WORK), PYTHONUNBUFFERED="1")
-    processes = Processes()
+    started: list[Process] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         print("starting the X emulator (15 DMs per 15 s) and the bot (gunicorn app:app)...", flush=True)
-        emulator = processes.start("emulator", [str(BIN / "python"), "-m", "x_emulator", "--port", str(emulator_port),
-                                                "--dm-limit", "15", "--dm-window", "15"], env)
-        bot = processes.start("bot", [str(BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{bot_port}"], env)
-        wait_for(f"http://127.0.0.1:{emulator_port}/_emulator/state", emulator, "emulator")
-        wait_for(f"http://127.0.0.1:{bot_port}/healthz", bot, "bot")
+        start(started, "emulator", [str(BIN / "python"), "-m", "x_emulator", "--port", str(emulator_port),
+                                    "--dm-limit", "15", "--dm-window", "15"], env,
+              f"http://127.0.0.1:{emulator_port}/_emulator/state")
+        start(started, "bot", [str(BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{bot_port}"], env,
+              f"http://127.0.0.1:{bot_port}/healthz")
         webhook = f"http://127.0.0.1:{bot_port}/webhook/twitter"
         command = ["register_webhook.py", *(["--api", "aaa"] if api == "aaa" else []), "setup", webhook]
         print(f"$ python {' '.join(command)}", flush=True)
@@ -189,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             print("stopping the bot and the emulator...", flush=True)
         except OSError:  # standard output is gone (a closed pipe): stop them all the same
             pass
-        processes.stop_all()
+        for proc in started:
+            proc.stop()
 
 
 if __name__ == "__main__":
