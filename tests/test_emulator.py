@@ -7,7 +7,7 @@ import requests
 from flask import Flask, jsonify, request
 from requests_oauthlib import OAuth1
 
-from conftest import CREDS, ServerThread, payload
+from helpers import CREDS, ServerThread, payload
 from catbot.security import crc_response_token
 
 USER = OAuth1(CREDS.consumer_key, CREDS.consumer_secret, CREDS.access_token, CREDS.access_token_secret)

@@ -7,7 +7,7 @@ import time
 import pytest
 from flask import Flask, jsonify, request
 
-from conftest import BOT_ID, CREDS, ServerThread, drain, runtime_of
+from helpers import BOT_ID, CREDS, ServerThread, drain, runtime_of
 from processes import ROOT, VENV_BIN, bot_env, free_port
 from catbot.runtime import import_journals
 from catbot.web import create_app
