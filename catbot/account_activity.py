@@ -204,7 +204,7 @@ class AccountActivity:
 
     def recheck(self, webhook_id: str) -> bool:
         """Make X run its CRC check now: True when it passed. X answers 200 whatever the verdict."""
-        return self.call("PUT", f"/2/webhooks/{webhook_id}").get("data", {}).get("valid") is True
+        return (self.call("PUT", f"/2/webhooks/{webhook_id}").get("data") or {}).get("valid") is True
 
     def delete_webhook(self, webhook_id: str) -> None:
         self.call("DELETE", f"/2/webhooks/{webhook_id}")
