@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from catbot.security import sign  # noqa: E402
 from localrun.processes import Process, free_port  # noqa: E402
+from tests.helpers import dm_delivery  # noqa: E402  (the one builder of a DM delivery)
 from x_emulator import Credentials, XEmulator  # noqa: E402
 from x_emulator.facts import FactsAPIStub  # noqa: E402
 
@@ -106,13 +107,11 @@ class Server(Process):
 
 def delivery(n: int, run: str, user: str | None = None) -> tuple[str, bytes]:
     user = user or str(4_000_000_000 + n)
-    body = json.dumps({"for_user_id": BOT_ID, "direct_message_events": [{
-        "type": "message_create", "id": f"{run}{n:012d}", "created_timestamp": str(int(time.time() * 1000)),
-        "message_create": {"target": {"recipient_id": BOT_ID}, "sender_id": user,
-                           "message_data": {"text": "hello cat bot", "entities": {"hashtags": [], "symbols": [],
-                                                                                  "user_mentions": [], "urls": []}}}}],
-        "users": {user: {"id": user, "name": "Bench User", "screen_name": "bench"}}}).encode()
-    return user, body
+    body = dm_delivery(user, "hello cat bot", f"{run}{n:012d}", for_user_id=BOT_ID, recipient=BOT_ID,
+                       created_ms=int(time.time() * 1000),
+                       entities={"hashtags": [], "symbols": [], "user_mentions": [], "urls": []})
+    body["users"] = {user: {"id": user, "name": "Bench User", "screen_name": "bench"}}  # as X sends it
+    return user, json.dumps(body).encode()
 
 
 def write_bodies(run: str, count: int) -> Path:

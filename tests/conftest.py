@@ -12,7 +12,7 @@ from flask import Flask
 
 from catbot.settings import Settings
 from catbot.web import create_app
-from helpers import BOT_ID, CREDS, ServerThread, drain, payload, post_delivery, runtime_of, signed_headers  # noqa: F401,E501  (until every test imports helpers)
+from helpers import CREDS
 from x_emulator import XEmulator
 from x_emulator.facts import FactsAPIStub
 
