@@ -3,21 +3,31 @@ Since issue 12 it subscribes through the X Activity API, as X's current docs do.
 import os
 import subprocess
 import sys
+import uuid
 
 import catfacts
 from catbot.replies import HELP_TEXT, START_TEXT, STOP_TEXT
 from processes import ROOT
 
 
-def _running(pids_before: set[str]) -> set[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines()[1:]
-            if ("gunicorn app:app" in line or "x_emulator" in line) and line.split()[0] not in pids_before}
+def _started_by(marker: str) -> set[str]:
+    """Processes whose environment carries ``marker``: this demo's, and nobody else's (other
+    tests and tools on the machine run gunicorn and emulators too)."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    found.add(pid)
+        except OSError:
+            continue
+    return found
 
 
 def test_demo_chat_from_piped_input():
-    before = _running(set())
+    marker = f"CATBOT_DEMO_TEST={uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if k != "CATFACTS_API_URL"}
+    env.update([marker.split("=", 1)])
     env["CATFACTS_API_URL"] = ""  # tests never reach the internet; the demo itself tries catfact.ninja first
     result = subprocess.run([sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, timeout=120,
                             input="hello\nhelp\nstop\nhi\nstart\nanother one\n", capture_output=True, text=True)
@@ -30,4 +40,4 @@ def test_demo_chat_from_piped_input():
     assert after_hi.startswith("bot> (no reply)")
     assert "registered webhook" in out and "subscribed the bot account" in out
     assert "X delivers the bot's DMs as dm.received events of the X Activity API" in out  # make demo's default
-    assert _running(before) == set()
+    assert _started_by(marker) == set()  # nothing left running
