@@ -22,15 +22,19 @@ class RateWindow:
     limit: int | None = None
 
 
-def budget_verdict(windows: Sequence[tuple[int, float, int | None]], inflight: int, now: float) -> float | None:
+def budget_verdict(windows: Sequence[tuple[int, float, int | None]], inflight: int, now: float,
+                   cap: tuple[int, float, int] | None = None) -> float | None:
     """Whether one more send fits X's rate windows: None if it does, else when to look again.
 
     ``windows`` are (remaining, reset_at, limit) as X last reported them; ``inflight`` counts the
     sends reserved and not yet answered. X's count may or may not include those, so they are
     subtracted again: the bot may leave a slot unused, but never knowingly exceeds a limit.
     Before X has reported any window, one send at a time probes it. After a reset, the window's
-    last known limit applies.
+    last known limit applies. ``cap`` is the bot's own daily window (:func:`daily_window`): it
+    also counts sends in flight, and never stands in for X's windows in the probe rule.
     """
+    if cap is not None and cap[0] - inflight <= 0:
+        return cap[1] if inflight == 0 or cap[0] <= 0 else now + 1.0
     if not windows:
         return None if inflight == 0 else now + 1.0
     waits = []

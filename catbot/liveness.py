@@ -65,30 +65,47 @@ class LockFiles:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self._fd: tuple[int, int] | None = None  # (descriptor, pid)
+        self._fd: tuple[int, int, tuple[int, int]] | None = None  # (descriptor, pid, (st_dev, st_ino))
         self._lock = threading.Lock()
+
+    def _path(self, holder: str) -> Path:
+        return self.directory / (holder + _LOCK_SUFFIX)
 
     def announce(self) -> None:
         with self._lock:
             if self._fd is not None and self._fd[1] == os.getpid():
                 return
             self.directory.mkdir(parents=True, exist_ok=True)
-            final = self.directory / (holder_id() + _LOCK_SUFFIX)
+            final = self._path(holder_id())
             temporary = final.with_suffix(".opening")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_SH)  # locked before it is visible, as journals are
             os.rename(temporary, final)
-            self._fd = (fd, os.getpid())
+            stat = os.fstat(fd)
+            self._fd = (fd, os.getpid(), (stat.st_dev, stat.st_ino))
 
     def beat(self) -> None:
-        """Nothing to refresh: the kernel holds the lock for as long as the process lives."""
+        """The kernel holds the lock for as long as the process lives; but if the file was
+        deleted or replaced (a clean-up, an operator), announce again."""
+        with self._lock:
+            if self._fd is None or self._fd[1] != os.getpid():
+                return
+            try:
+                stat = os.stat(self._path(holder_id()))
+                if (stat.st_dev, stat.st_ino) == self._fd[2]:
+                    return
+            except OSError:
+                pass
+            os.close(self._fd[0])
+            self._fd = None
+        self.announce()
 
     def alive(self, holder: str) -> bool:
-        path = self.directory / (holder + _LOCK_SUFFIX)
+        path = self._path(holder)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False  # never announced: it cannot have claimed anything, or it is long gone
+            return _process_exists(holder)  # no file proves nothing while its process runs
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -120,3 +137,15 @@ class Heartbeats:
 
     def alive(self, holder: str) -> bool:
         return bool(self.client.exists(self._key(holder)))
+
+
+def _process_exists(holder: str) -> bool:
+    """Whether the process named in ``holder`` (``<pid>-<random>``) still exists on this machine."""
+    try:
+        pid = int(holder.split("-", 1)[0])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return pid > 0

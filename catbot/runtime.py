@@ -17,7 +17,7 @@ import catfacts
 from catbot.budget import estimated_spend, utc_day
 from catbot.events import X_DM
 from catbot.journal import Journal
-from catbot.liveness import Heartbeats, Liveness, LockFiles, holder_id
+from catbot.liveness import HEARTBEAT_TTL, Heartbeats, Liveness, LockFiles, holder_id
 from catbot.logs import event
 from catbot.outbound import Sender
 from catbot.queue import Jobs, PassResult, Queue, redis_huey, sqlite_huey
@@ -79,6 +79,7 @@ class Upkeep:
         self.liveness = backend.liveness
         self.replier = replier
         self.clock = clock
+        self._beat_failed_at = float("-inf")
 
     def run_pass(self) -> PassResult:
         return self.replier.run_pass()
@@ -128,10 +129,15 @@ class Upkeep:
         return voided
 
     def watch(self) -> bool:
+        """After a failed beat (the store was down), others' heartbeats may have lapsed for the
+        same reason: take nothing over until this process has beaten for a whole TTL again."""
         try:
             self.liveness.beat()
+            if self.clock() - self._beat_failed_at < HEARTBEAT_TTL:
+                return False
             return self.take_over_dead_claims() > 0
         except Exception as exc:  # Redis down, a locked database: next beat
+            self._beat_failed_at = self.clock()
             event(log, "liveness.unavailable", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:160]}")
             return False
 

@@ -124,3 +124,21 @@ def test_a_reply_pending_at_a_crash_goes_out_soon_after_the_restart(deployment, 
     assert time.monotonic() - restarted < 25  # seconds, not the 60 s lease
     time.sleep(2)
     assert counts(emulator) == {"3000002201": 1}
+
+
+def test_a_consumer_paused_mid_send_is_not_taken_for_dead(deployment, emulator):
+    """Paused longer than the heartbeats' TTL while its DM is on the wire (a paused container,
+    swap): it renewed its claim to send, so only the lease may end it, not a missed heartbeat
+    (Redis) or anything else. One DM."""
+    emulator.faults.latency = 2.0
+    deployment.web()
+    first = deployment.worker(REPLY_LEASE_SECONDS="40")
+    assert emulator.deliver_dm("3000002301", "hi")[1].status_code == 200
+    assert wait_until(lambda: emulator.dm_attempts >= 1, 15)
+    first.signal(signal.SIGSTOP)
+    deployment.worker(REPLY_LEASE_SECONDS="40")
+    time.sleep(16)  # past HEARTBEAT_TTL (12 s) with the watch beating every 3 s
+    first.signal(signal.SIGCONT)
+    assert wait_until(lambda: len(emulator.sent) >= 1, 15)
+    time.sleep(3)
+    assert counts(emulator) == {"3000002301": 1}

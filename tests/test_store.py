@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from catbot.budget import RateWindow, budget_verdict
+from catbot.budget import RateWindow, budget_verdict, daily_window, next_utc_midnight
 from catbot.replies import Intent
 from catbot.store import Completion, Inbound
 from catbot.store.redis import RedisStore
@@ -218,6 +218,96 @@ def _with_token(store, batch, token):
     else:
         store.client.hset(f"catbot:user:{key[0]}:{key[1]}", "token", token)
         score = store.client.zscore("catbot:inflight", batch.token)
-        store.client.zrem("catbot:inflight", batch.token)
-        store.client.zadd("catbot:inflight", {token: score})
+        if score is not None:
+            store.client.zrem("catbot:inflight", batch.token)
+            store.client.zadd("catbot:inflight", {token: score})
     return dataclasses.replace(batch, token=token)
+
+
+def test_a_claim_renewed_for_its_send_is_never_voided_only_its_lease_ends_it(opener):
+    """Once a holder renewed to send, a missed heartbeat (a pause, a Redis outage) or a deleted
+    lock file is no proof it will not finish the send: voiding it then would send twice."""
+    store = opener()
+    store.record([dm("1")], 1000.0)
+    batch = _with_token(store, store.claim_next(1000.0, lease=60), "0-deadbeef0001.x")
+    assert store.renew(batch, 1001.0, lease=60)
+    assert store.void_leases(1002.0, lambda holder: False) == 0
+    assert store.claim_next(1002.0, lease=60) is None
+    assert store.renew(batch, 1003.0, lease=60)  # still ours: the send may go on
+    assert store.claim_next(1064.0, lease=60) is not None  # the lease, and only it, ends a sending claim
+
+
+def test_claims_in_the_format_before_holders_are_left_to_their_lease(opener):
+    """During an upgrade an old consumer may still be sending under a token that names no
+    holder: it cannot be proven dead."""
+    store = opener()
+    store.record([dm("1")], 1000.0)
+    old = _with_token(store, store.claim_next(1000.0, lease=60), "0123456789abcdef0123456789abcdef")
+    assert store.void_leases(1001.0, lambda holder: False) == 0
+    assert store.renew(old, 1002.0, lease=60)
+
+
+def test_a_sends_reservation_lasts_as_long_as_its_claim_and_ends_with_its_count(opener):
+    """A sender that stalls after X's 201 past the reservation's hold must still be counted as
+    in flight, or another consumer would exceed X's window or DAILY_SEND_LIMIT."""
+    store = opener()
+    store.settle_send("probe", [RateWindow("dm", 1, 5000.0, 15)], 999.0)  # X: one send left
+    store.record([dm("1")], 1000.0)
+    batch = store.claim_next(1000.0, lease=60)
+    assert store.reserve_send(1000.0, batch.token, hold=8) is None
+    assert store.renew(batch, 1001.0, lease=60)
+    assert store.reserve_send(1010.0, "another", hold=8) is not None  # past the hold: still in flight
+    assert store.complete(batch, Completion(opted_out=False, sent=True), 1011.0)
+    assert store.reserve_send(1011.0, "x", hold=8) is None  # the reservation went with the completion
+
+
+def test_the_daily_cap_does_not_switch_off_probing_an_unknown_window():
+    now = 1000.0
+    assert budget_verdict([], 1, now, cap=daily_window(100, 0, now)) == now + 1.0  # one probe at a time
+    assert budget_verdict([], 0, now, cap=daily_window(100, 0, now)) is None
+    assert budget_verdict([], 0, now, cap=daily_window(100, 100, now)) == next_utc_midnight(now)
+
+
+_BEFORE_KINDS = """
+create table catbot_inbox (seq integer primary key autoincrement, for_user_id text not null,
+    user_id text not null, event_id text not null, intent text not null, created_ms integer not null,
+    received_at real not null);
+create table catbot_users (for_user_id text not null, user_id text not null,
+    opted_out integer not null default 0, claimed_until real not null default 0, claim_token text,
+    not_before real not null default 0, attempts integer not null default 0, fact_seed integer not null,
+    fact_pos integer not null default 0, queue_pos real, primary key (for_user_id, user_id)) without rowid;
+create table catbot_leases (name text primary key, holder text not null, until real not null);
+insert into catbot_inbox (for_user_id, user_id, event_id, intent, created_ms, received_at)
+    values ('2000000001', '3000000002', '1800', 'fact', 1, 1000.0);
+insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos) values ('2000000001', '3000000002', 7, 1000.0);
+"""
+
+
+def _open_at(path: str, barrier, out) -> None:
+    barrier.wait()
+    try:
+        SqliteStore(path)
+        out.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        out.put(repr(exc))
+
+
+@pytest.mark.processes
+def test_a_file_from_before_is_migrated_once_when_two_workers_open_it_together(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "old.sqlite3")
+    old = sqlite3.connect(path)
+    old.execute("pragma journal_mode=wal")  # as the earlier version kept it
+    old.executescript(_BEFORE_KINDS)
+    old.close()
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_open_at, args=(path, barrier, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join()
+    assert results == ["ok"] * 3
+    batch = SqliteStore(path).claim_next(2000.0, 60)
+    assert (batch.kind, batch.user_id, batch.intents) == ("x_dm", "3000000002", (Intent.FACT,))  # read as a DM

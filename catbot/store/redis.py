@@ -26,7 +26,7 @@ import random
 from typing import Callable, Sequence
 
 from catbot.budget import RateWindow, budget_verdict, daily_window, utc_day
-from catbot.liveness import Heartbeats, holder_of, new_token
+from catbot.liveness import SEPARATOR, Heartbeats, holder_of, new_token
 from catbot.replies import Intent
 from catbot.store import SEEN_RETENTION, Batch, Completion, Inbound, RecordResult, StoreUnavailable
 
@@ -149,6 +149,7 @@ redis.call('ZREM', 'catbot:ready', key)
 redis.call('ZADD', 'catbot:delayed', now + lease, key)
 local ukey = 'catbot:user:'..key
 redis.call('HSET', ukey, 'token', token)
+redis.call('HDEL', ukey, 'sending')
 local u = redis.call('HMGET', ukey, 'opted_out', 'attempts', 'fact_seed', 'fact_pos')
 return {key, u[1] or '0', u[2] or '0', u[3] or '0', u[4] or '0', redis.call('LRANGE', 'catbot:inbox:'..key, 0, -1)}
 """)
@@ -167,9 +168,12 @@ return {key, u[1] or '0', u[2] or '0', u[3] or '0', u[4] or '0', redis.call('LRA
                      opted_out == b"1", int(attempts), int(seed), int(pos))
 
     _RENEW = _script("renew", """
--- ARGV: user key, token, new lease end. Extends the claim if it is still ours.
+-- ARGV: user key, token, new lease end. Extends the claim if it is still ours, and marks it as
+-- sending: from now on only the lease ends it (void_leases leaves it alone).
 if redis.call('HGET', 'catbot:user:'..ARGV[1], 'token') ~= ARGV[2] then return 0 end
+redis.call('HSET', 'catbot:user:'..ARGV[1], 'sending', ARGV[2])
 redis.call('ZADD', 'catbot:delayed', ARGV[3], ARGV[1])
+redis.call('ZADD', 'catbot:inflight', 'XX', 'GT', ARGV[3], ARGV[2])  -- its reservation lasts as long
 return 1
 """)
 
@@ -184,6 +188,7 @@ local key, token, max_seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ukey, ikey = 'catbot:user:'..key, 'catbot:inbox:'..key
 if ARGV[5] == '1' then  -- a DM went out: true whoever holds the user now (the per-user cap)
   local skey = 'catbot:sent:'..key
+  redis.call('ZREM', 'catbot:inflight', token)  -- counted, and its reservation dropped, at once
   if redis.call('ZADD', skey, ARGV[9], ARGV[10]) == 1 then  -- not a retry of a completion that landed
     redis.call('HINCRBY', ARGV[11], 'sent', 1)
     redis.call('EXPIRE', ARGV[11], 8 * 86400)
@@ -207,7 +212,7 @@ end
 if removed > 0 then redis.call('DECRBY', 'catbot:pending', removed) end
 redis.call('HSET', ukey, 'opted_out', ARGV[4])
 if ARGV[7] ~= '' then redis.call('HSET', ukey, 'fact_seed', ARGV[7], 'fact_pos', ARGV[8]) end
-redis.call('HDEL', ukey, 'token')
+redis.call('HDEL', ukey, 'token', 'sending')
 redis.call('HSET', ukey, 'attempts', 0)
 redis.call('ZREM', 'catbot:delayed', key)
 if redis.call('LLEN', ikey) > 0 then  -- more waiting: back of the line (round-robin)
@@ -227,7 +232,7 @@ return 1
 local key, token = ARGV[1], ARGV[2]
 local ukey = 'catbot:user:'..key
 if redis.call('HGET', ukey, 'token') ~= token then return 0 end
-redis.call('HDEL', ukey, 'token')
+redis.call('HDEL', ukey, 'token', 'sending')
 if ARGV[4] == '1' then redis.call('HINCRBY', ukey, 'attempts', 1) end
 redis.call('ZREM', 'catbot:ready', key)
 redis.call('ZADD', 'catbot:delayed', ARGV[3], key)
@@ -240,11 +245,12 @@ return 1
 
     _VOID = _script("void", """
 -- ARGV: now, then pairs of (user key, token of a dead holder). Voids each claim still held by
--- that token: claimable at once (the next claim moves it to the ready line).
+-- that token and not sending: claimable at once (the next claim moves it to the ready line).
 local voided = 0
 for i = 2, #ARGV, 2 do
   local key, token = ARGV[i], ARGV[i+1]
-  if redis.call('HGET', 'catbot:user:'..key, 'token') == token then
+  local user = redis.call('HMGET', 'catbot:user:'..key, 'token', 'sending')
+  if user[1] == token and user[2] ~= token then
     redis.call('HDEL', 'catbot:user:'..key, 'token')
     redis.call('ZADD', 'catbot:delayed', ARGV[1], key)
     redis.call('ZREM', 'catbot:inflight', token)
@@ -261,8 +267,9 @@ return voided
             keys = self.client.zrangebyscore("catbot:delayed", f"({now}", "+inf")
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
-                pipe.hget(b"catbot:user:" + key, "token")
-            return [(k, t) for k, t in zip(keys, pipe.execute()) if t]
+                pipe.hmget(b"catbot:user:" + key, "token", "sending")
+            return [(k, token) for k, (token, sending) in zip(keys, pipe.execute())
+                    if token and token != sending and SEPARATOR.encode() in token]  # claims before holders: lease
 
         held = self._do(claims)
         verdicts = {h: self._do(alive, h) for h in {holder_of(t.decode()) for _, t in held}}
@@ -286,27 +293,29 @@ return voided
         return float(first[0][1]) if first else None
 
     # -- X's rate budget, shared by every consumer -----------------------------------------------
-    def _budget(self, pipe, now: float) -> tuple[list[tuple[int, float, int | None]], int]:
+    def _budget(self, pipe, now: float) -> tuple[list[tuple[int, float, int | None]], int, tuple | None]:
         inflight = pipe.zcount("catbot:inflight", f"({now}", "+inf")
         windows = []
+        cap = None
         if self.daily_send_limit:
-            windows.append(daily_window(self.daily_send_limit, int(pipe.hget(_day_key(now), "sent") or 0), now))
+            cap = daily_window(self.daily_send_limit, int(pipe.hget(_day_key(now), "sent") or 0), now)
         for name in pipe.smembers("catbot:budgets"):
             remaining, reset_at, limit = pipe.hmget(b"catbot:budget:" + name, "remaining", "reset_at", "limit")
             if remaining is not None:
                 windows.append((int(remaining), float(reset_at), None if limit is None else int(limit)))
-        return windows, inflight
+        return windows, inflight, cap
 
     def send_wait(self, now: float) -> float | None:
-        windows, inflight = self._do(self._budget, self.client, now)
-        return budget_verdict(windows, inflight, now)
+        windows, inflight, cap = self._do(self._budget, self.client, now)
+        return budget_verdict(windows, inflight, now, cap)
 
     def reserve_send(self, now: float, token: str, hold: float) -> float | None:
         """The rule stays in Python (:func:`budget_verdict`): read under WATCH, decide, reserve
         in MULTI; a concurrent reservation or settlement makes Redis refuse the EXEC and redis-py
         decide again."""
         def decide(pipe) -> float | None:
-            wait = budget_verdict(*self._budget(pipe, now), now)
+            windows, inflight, cap = self._budget(pipe, now)
+            wait = budget_verdict(windows, inflight, now, cap)
             if wait is None:
                 pipe.multi()
                 pipe.zadd("catbot:inflight", {token: now + hold})

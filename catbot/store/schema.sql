@@ -14,6 +14,7 @@ create table if not exists catbot_users (  -- per user: opt-out, claim, retries,
     for_user_id text not null, user_id text not null,
     opted_out integer not null default 0,
     claimed_until real not null default 0, claim_token text,
+    sending integer not null default 0,  -- the holder renewed its claim to send: only the lease ends it
     not_before real not null default 0, attempts integer not null default 0,
     fact_seed integer not null, fact_pos integer not null default 0,
     queue_pos real,  -- place in line while messages wait: a time (null: nothing waiting)

@@ -45,15 +45,18 @@ class SqliteStore:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _migrate(self) -> None:
-        """Bring a file made by an earlier version up to ``schema.sql``."""
-        db = self._conn()
-        inbox = {row[1] for row in db.execute("pragma table_info(catbot_inbox)")}
-        if "kind" not in inbox:
-            db.execute("alter table catbot_inbox add column kind text not null default 'x_dm'")
-            db.execute("alter table catbot_inbox add column payload text")
-        if "holder" in {row[1] for row in db.execute("pragma table_info(catbot_leases)")}:
-            db.executescript("drop table catbot_leases; create table catbot_leases ("
-                             " name text primary key, until real not null);")  # leases last seconds
+        """Bring a file made by an earlier version up to ``schema.sql``, in one write
+        transaction: two workers booting at once must not both alter a table."""
+        with self._tx() as db:
+            inbox = {row[1] for row in db.execute("pragma table_info(catbot_inbox)")}
+            if "kind" not in inbox:
+                db.execute("alter table catbot_inbox add column kind text not null default 'x_dm'")
+                db.execute("alter table catbot_inbox add column payload text")
+            if "sending" not in {row[1] for row in db.execute("pragma table_info(catbot_users)")}:
+                db.execute("alter table catbot_users add column sending integer not null default 0")
+            if "holder" in {row[1] for row in db.execute("pragma table_info(catbot_leases)")}:
+                db.execute("drop table catbot_leases")  # its rows last seconds
+                db.execute("create table catbot_leases (name text primary key, until real not null)")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -205,7 +208,7 @@ class SqliteStore:
                 return None
             for_user_id, user_id = row
             token = new_token()
-            db.execute("update catbot_users set claimed_until = ?, claim_token = ?"
+            db.execute("update catbot_users set claimed_until = ?, claim_token = ?, sending = 0"
                        " where for_user_id = ? and user_id = ?", (now + lease, token, for_user_id, user_id))
             opted_out, attempts, seed, pos = db.execute(
                 "select opted_out, attempts, fact_seed, fact_pos from catbot_users"
@@ -226,7 +229,8 @@ class SqliteStore:
         messages and state belong to the new holder; a stale "opted in" must never undo a stop
         confirmed meanwhile."""
         with self._tx() as db:
-            if done.sent:
+            if done.sent:  # counted, and its reservation dropped, at once: never neither, never both
+                db.execute("delete from catbot_inflight where token = ?", (batch.token,))
                 db.execute("insert into catbot_sent (for_user_id, user_id, sent_at) values (?, ?, ?)",
                            (batch.for_user_id, batch.user_id, now))
                 db.execute("insert into catbot_daily (day, sent) values (?, 1)"
@@ -247,7 +251,7 @@ class SqliteStore:
             left = db.execute("select 1 from catbot_inbox where for_user_id = ? and user_id = ? limit 1",
                               (batch.for_user_id, batch.user_id)).fetchone()
             # More waiting: the back of the line, behind everyone who wrote before now.
-            db.execute(f"update catbot_users set opted_out = :out{rotation}, claimed_until = 0, claim_token = null,"
+            db.execute(f"update catbot_users set opted_out = :out{rotation}, claimed_until = 0, claim_token = null, sending = 0,"
                        f" not_before = 0, attempts = 0, queue_pos = {':now' if left else 'null'}"
                        " where for_user_id = :f and user_id = :u",
                        {"out": int(done.opted_out), "seed": done.fact_seed, "pos": done.fact_pos,
@@ -259,16 +263,19 @@ class SqliteStore:
         a send: a consumer that stalled past its lease (paused, swapped) must not send what
         another consumer may have answered meanwhile."""
         with self._tx() as db:
-            return db.execute("update catbot_users set claimed_until = ? where for_user_id = ? and user_id = ?"
-                              " and claim_token = ?", (now + lease, batch.for_user_id, batch.user_id, batch.token)
-                              ).rowcount == 1
+            ours = db.execute("update catbot_users set claimed_until = ?, sending = 1 where for_user_id = ?"
+                              " and user_id = ? and claim_token = ?",
+                              (now + lease, batch.for_user_id, batch.user_id, batch.token)).rowcount == 1
+            if ours:  # the send's reservation lasts as long as the claim: no lapse mid-send
+                db.execute("update catbot_inflight set until = max(until, ?) where token = ?", (now + lease, batch.token))
+            return ours
 
     def void_leases(self, now: float, alive: Callable[[str], bool]) -> int:
         """Make the claims (and send reservations) of holders that are gone claimable now,
         instead of when their lease runs out. Returns how many claims were voided."""
         rows = self._read("select distinct claim_token from catbot_users where claim_token is not null"
-                          " and claimed_until > ?", (now,))
-        dead = {holder_of(token) for (token,) in rows}
+                          " and claimed_until > ? and not sending", (now,))
+        dead = {holder_of(token) for (token,) in rows if SEPARATOR in token}
         dead = {holder for holder in dead if not alive(holder)}
         if not dead:
             return 0
@@ -277,7 +284,7 @@ class SqliteStore:
             for holder in dead:
                 prefix = holder + SEPARATOR
                 voided += db.execute("update catbot_users set claimed_until = 0, claim_token = null"
-                                     " where claim_token is not null and substr(claim_token, 1, ?) = ?",
+                                     " where claim_token is not null and not sending and substr(claim_token, 1, ?) = ?",
                                      (len(prefix), prefix)).rowcount
                 db.execute("delete from catbot_inflight where substr(token, 1, ?) = ?", (len(prefix), prefix))
         return voided
@@ -285,7 +292,7 @@ class SqliteStore:
     def release(self, batch: Batch, not_before: float, count_attempt: bool) -> None:
         """Give a claimed batch back, to be tried again from ``not_before`` on."""
         with self._tx() as db:
-            db.execute("update catbot_users set claimed_until = 0, claim_token = null, not_before = ?,"
+            db.execute("update catbot_users set claimed_until = 0, claim_token = null, sending = 0, not_before = ?,"
                        " attempts = attempts + ? where for_user_id = ? and user_id = ? and claim_token = ?",
                        (not_before, int(count_attempt), batch.for_user_id, batch.user_id, batch.token))
 
@@ -303,10 +310,10 @@ class SqliteStore:
         """Read-only :func:`budget_verdict`: whether a send would fit now (None) or when to look again."""
         inflight = self._read("select count(*) from catbot_inflight where until > ?", (now,))[0][0]
         windows = self._read("select remaining, reset_at, lim from catbot_budget")
-        return budget_verdict(windows + self._daily_window(self.day_counts(utc_day(now))[1], now), inflight, now)
+        return budget_verdict(windows, inflight, now, self._cap(self.day_counts(utc_day(now))[1], now))
 
-    def _daily_window(self, sent_today: int, now: float) -> list[tuple[int, float, int | None]]:
-        return [daily_window(self.daily_send_limit, sent_today, now)] if self.daily_send_limit else []
+    def _cap(self, sent_today: int, now: float) -> tuple[int, float, int] | None:
+        return daily_window(self.daily_send_limit, sent_today, now) if self.daily_send_limit else None
 
     def day_counts(self, day: str) -> tuple[int, int]:
         row = self._read("select received, sent from catbot_daily where day = ?", (day,))
@@ -322,7 +329,7 @@ class SqliteStore:
             (inflight,) = db.execute("select count(*) from catbot_inflight").fetchone()
             windows = db.execute("select remaining, reset_at, lim from catbot_budget").fetchall()
             row = db.execute("select sent from catbot_daily where day = ?", (utc_day(now),)).fetchone()
-            wait = budget_verdict(windows + self._daily_window(row[0] if row else 0, now), inflight, now)
+            wait = budget_verdict(windows, inflight, now, self._cap(row[0] if row else 0, now))
             if wait is None:
                 db.execute("insert or replace into catbot_inflight (token, until) values (?, ?)", (token, now + hold))
         return wait
