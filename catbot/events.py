@@ -85,6 +85,10 @@ def _message(for_user_id: str, event: Any) -> IncomingDM | None:
     data = create.get("message_data")
     if sender_id is None or not isinstance(data, dict):
         raise ValueError("message_create without sender or message_data")
+    target = create.get("target")
+    recipient = target.get("recipient_id") if isinstance(target, dict) else None
+    if recipient is not None and recipient != for_user_id and sender_id != for_user_id:
+        return None  # neither to nor from the account: not a conversation the bot is in
     text = data.get("text", "")
     if text is None:
         text = ""
@@ -111,8 +115,8 @@ def _envelope(delivery: dict[str, Any]) -> tuple[Any, Any, list[str]]:
     data = delivery.get("data")
     if "direct_message_events" not in delivery and isinstance(data, dict):
         event_type = data.get("event_type")
-        if isinstance(event_type, str) and event_type not in XAA_DM_EVENTS:
-            return None, None, [event_type[:40]]
+        if not isinstance(event_type, str) or event_type not in XAA_DM_EVENTS:  # only named, never read
+            return None, None, [event_type[:40] if isinstance(event_type, str) and event_type else "unknown"]
         payload, filt = data.get("payload"), data.get("filter")
         if isinstance(payload, dict) and isinstance(filt, dict):
             return filt.get("user_id"), payload.get("direct_message_events"), []
@@ -129,6 +133,8 @@ def parse_delivery(delivery: Any) -> ParsedDelivery:
     raw_for_user, events, parsed.other_activity = _envelope(delivery)
     if events is None:
         return parsed
+    data = delivery.get("data")
+    sent_by_account = isinstance(data, dict) and data.get("event_type") == "dm.sent"  # whatever its events say
     for_user_id = _id(raw_for_user)
     if for_user_id is None or not isinstance(events, list):
         parsed.malformed += 1
@@ -141,7 +147,7 @@ def parse_delivery(delivery: Any) -> ParsedDelivery:
             continue
         if message is None:
             continue
-        if is_own_message(for_user_id, message.sender_id):
+        if sent_by_account or is_own_message(for_user_id, message.sender_id):
             parsed.own_messages += 1
             continue
         parsed.messages.append(message)

@@ -144,11 +144,16 @@ class Journal:
             return False
         return (stat.st_dev, stat.st_ino) == self._identity
 
-    def _undo(self, fd: int) -> None:
-        """After a failed write: cut the file back to its last whole line, so the next line
-        does not land behind a torn one; if even that fails, give the file up."""
+    def _undo(self, fd: int, written: bytes) -> None:
+        """After a failed write: cut only the torn tail of what this write put in the file, so
+        the next line does not land behind a torn one. The whole lines before it stay: an
+        importer may have read them already (they belong to a delivery that gets 503, so X's
+        retry is a duplicate), and cutting below what it read would hide later lines from it.
+        If even that fails, give the file up."""
+        keep = written.rfind(b"\n") + 1
         try:
-            os.ftruncate(fd, self._size)
+            os.ftruncate(fd, self._size + keep)
+            self._size += keep
         except OSError:
             self._close_file()
 
@@ -168,12 +173,12 @@ class Journal:
                         self._open()
                     fd = self._fd
                     assert fd is not None
+                    view = memoryview(data)
                     try:
-                        view = memoryview(data)
                         while view:
                             view = view[os.write(fd, view):]
                     except OSError:
-                        self._undo(fd)
+                        self._undo(fd, data[:len(data) - len(view)])
                         raise
                 except OSError as exc:
                     raise StoreUnavailable(f"{type(exc).__name__}: {exc.strerror or exc}") from exc

@@ -154,8 +154,8 @@ class Replier:
         lease) before anything optional. What remains is the process dying right here."""
         try:
             self.import_journals()  # what the user wrote while the reply was on its way: absorbed or queued
-        except StoreUnavailable:
-            pass  # optional: those messages wait for the next pass
+        except Exception as exc:  # optional: those messages wait for the next pass; the completion may not
+            event(log, "journal.import_failed", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:160]}")
         seed, pos = rotation if rotation else (None, None)
         done = Completion(opted_out=p.opted_out, sent=True, absorb_facts=p.fact, fact_seed=seed, fact_pos=pos)
         now = self.clock()  # one time for every try: a retry of a completion that did land is a no-op

@@ -131,3 +131,26 @@ def test_other_x_activity_event_types_are_named_and_ignored(delivery):
 def test_text_is_not_in_repr():
     [message] = parse_delivery(payload("dm_message_create.json")).messages
     assert "hi cat bot" not in repr(message)
+
+
+def test_x_activity_events_without_a_dm_type_carry_no_dm():
+    for event_type in (None, ["dm.received"], "", "DmReceived"):
+        delivery = payload("xaa/dm_received.json")
+        delivery["data"]["event_type"] = event_type
+        if event_type is None:
+            del delivery["data"]["event_type"]
+        assert parse_delivery(delivery).messages == []
+
+
+def test_a_dm_sent_event_is_never_an_inbound_dm_whatever_its_sender():
+    delivery = payload("xaa/dm_sent.json")
+    create = delivery["data"]["payload"]["direct_message_events"][0]["message_create"]
+    create["sender_id"], create["target"]["recipient_id"] = "3000000002", BOT_ID
+    parsed = parse_delivery(delivery)
+    assert parsed.messages == [] and parsed.own_messages == 1
+
+
+def test_a_dm_between_two_other_accounts_is_not_answered():
+    event = dm(sender="3000000002")
+    event["message_create"]["target"]["recipient_id"] = "3000000003"
+    assert parse_delivery({"for_user_id": BOT_ID, "direct_message_events": [event]}).messages == []

@@ -444,3 +444,34 @@ def _worker_pids(master: int) -> list[int]:
             return [int(c) for c in children]
         time.sleep(0.1)
     raise AssertionError("no gunicorn worker")
+
+
+def test_a_failed_write_never_cuts_below_what_an_importer_read(tmp_path, monkeypatch):
+    """A delivery of three DMs is written part-way (two whole lines), an importer reads those,
+    then the disk is full: the writer cuts only the torn tail, so the deliveries acknowledged
+    after space returns are still imported."""
+    import catbot.journal
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    writer, importer = Journal(tmp_path / "j", store), Journal(tmp_path / "j", store)
+    writer.append([dm(0)], 1000.0)
+    importer.import_into()
+    real_write, calls = os.write, []
+
+    def short_then_full(fd, data):
+        calls.append(1)
+        if len(calls) == 1:  # the kernel takes two whole lines and part of the third
+            data = bytes(data)
+            return real_write(fd, data[:data.index(b"\n", data.index(b"\n") + 1) + 5])
+        importer.import_into()  # between the short write and the failure
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(catbot.journal.os, "write", short_then_full)
+    with pytest.raises(StoreUnavailable):
+        writer.append([dm(1), dm(2), dm(3)], 1001.0)  # 503
+    monkeypatch.undo()
+    writer.append([dm(4)], 1002.0)  # 200
+    writer.append([dm(5)], 1003.0)  # 200
+    importer.import_into()
+    users = {u for (u,) in store._read("select user_id from catbot_inbox")}
+    assert {"3004", "3005"} <= users  # acknowledged: never lost
+    assert writer.pending_bytes() == 0

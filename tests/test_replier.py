@@ -62,3 +62,20 @@ def test_a_rejected_send_closes_the_batch_and_a_retry_keeps_it(settings, store):
     store.record([message(2, user="3000000003")], 1000.0)
     replier(settings, store, x_dm=retry).run_pass()
     assert store.health()["pending_messages"] == 1 and len(retry.sent) == 1
+
+
+def test_a_failing_import_after_the_send_does_not_keep_the_batch_claimed(settings, store):
+    """The import after X's 201 is optional; whatever it raises, the completion must land, or
+    the batch would go out again when its lease ends."""
+    imports = []
+
+    def import_journals():
+        imports.append(1)
+        if len(imports) == 2:  # the one right after the send
+            raise OSError(24, "Too many open files")
+
+    sender = RecordingSender()
+    store.record([message(1)], 1000.0)
+    Replier(settings, store, {"x_dm": sender}, NoFacts(), import_journals=import_journals).run_pass()
+    assert len(sender.sent) == 1 and store.health()["pending_messages"] == 0
+    assert store.sent_since("2000000001", "3000000002", 0) == 1
