@@ -59,9 +59,16 @@ class Liveness(Protocol):
     def alive(self, holder: str) -> bool:
         """False only when ``holder`` is provably gone (or, on Redis, silent for too long)."""
 
+    @property
+    def proves_death(self) -> bool:
+        """Whether ``alive() == False`` proves the holder can act no more (so even a claim it
+        renewed to send may be taken over at once)."""
+
 
 class LockFiles:
     """Liveness on one machine: a locked file per live holder (the embedded default)."""
+
+    proves_death = True  # a free lock, or no file and no such process: it cannot send any more
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -119,6 +126,8 @@ class LockFiles:
 
 class Heartbeats:
     """Liveness across machines: ``catbot:alive:<holder>`` with a TTL, refreshed by a beat."""
+
+    proves_death = False  # a silent holder may only be paused, its DM on the wire
 
     def __init__(self, client) -> None:
         self.client = client

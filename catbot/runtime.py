@@ -123,7 +123,8 @@ class Upkeep:
     def take_over_dead_claims(self) -> int:
         """Void the claims of consumers that are gone (``catbot.liveness``)."""
         me = holder_id()
-        voided = self.store.void_leases(self.clock(), lambda holder: holder == me or self.liveness.alive(holder))
+        voided = self.store.void_leases(self.clock(), lambda holder: holder == me or self.liveness.alive(holder),
+                                        sending_too=self.liveness.proves_death)
         if voided:
             event(log, "claims.taken_over", claims=voided)
         return voided

@@ -311,3 +311,15 @@ def test_a_file_from_before_is_migrated_once_when_two_workers_open_it_together(t
     assert results == ["ok"] * 3
     batch = SqliteStore(path).claim_next(2000.0, 60)
     assert (batch.kind, batch.user_id, batch.intents) == ("x_dm", "3000000002", (Intent.FACT,))  # read as a DM
+
+
+def test_a_claim_renewed_to_send_is_voided_when_its_holders_death_is_proven(opener):
+    """A process that provably died (its lock released by the kernel) sends nothing more: its
+    claim, even mid-send, is taken over at once (X may have accepted that send: the one
+    duplicate window, as after the lease)."""
+    store = opener()
+    store.record([dm("1")], 1000.0)
+    batch = _with_token(store, store.claim_next(1000.0, lease=60), "0-deadbeef0002.x")
+    assert store.renew(batch, 1001.0, lease=60)
+    assert store.void_leases(1002.0, lambda holder: False, sending_too=True) == 1
+    assert store.claim_next(1002.0, lease=60) is not None

@@ -114,9 +114,11 @@ class Store(Protocol):
     def release(self, batch: Batch, not_before: float, count_attempt: bool) -> None:
         """Give a claim back, claimable again from ``not_before``; nothing if it is not ours."""
 
-    def void_leases(self, now: float, alive: Callable[[str], bool]) -> int:
+    def void_leases(self, now: float, alive: Callable[[str], bool], sending_too: bool = False) -> int:
         """Void the claims and send reservations of holders ``alive`` says are gone, so they are
-        claimable now; returns how many claims."""
+        claimable now; returns how many claims. A claim renewed to send is voided only with
+        ``sending_too`` (when ``alive`` proves death: a dead process sends nothing more), else
+        only its lease ends it."""
 
     def day_counts(self, day: str) -> tuple[int, int]:
         """(messages received, replies sent) in UTC day ``day`` (``YYYY-MM-DD``): new events

@@ -244,14 +244,15 @@ return 1
                                   int(count_attempt)])
 
     _VOID = _script("void", """
--- ARGV: now, then pairs of (user key, token of a dead holder). Voids each claim still held by
--- that token and not sending: claimable at once (the next claim moves it to the ready line).
+-- ARGV: now, sending too ('1'), then pairs of (user key, token of a dead holder). Voids each claim
+-- still held by that token (and not sending, unless told): claimable at once (the next claim
+-- moves it to the ready line).
 local voided = 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local key, token = ARGV[i], ARGV[i+1]
   local user = redis.call('HMGET', 'catbot:user:'..key, 'token', 'sending')
-  if user[1] == token and user[2] ~= token then
-    redis.call('HDEL', 'catbot:user:'..key, 'token')
+  if user[1] == token and (ARGV[2] == '1' or user[2] ~= token) then
+    redis.call('HDEL', 'catbot:user:'..key, 'token', 'sending')
     redis.call('ZADD', 'catbot:delayed', ARGV[1], key)
     redis.call('ZREM', 'catbot:inflight', token)
     voided = voided + 1
@@ -260,7 +261,7 @@ end
 return voided
 """)
 
-    def void_leases(self, now: float, alive: Callable[[str], bool]) -> int:
+    def void_leases(self, now: float, alive: Callable[[str], bool], sending_too: bool = False) -> int:
         """Claimed users sit in ``delayed`` with their lease end as score; those still ahead
         are the live claims, and their tokens name their holders."""
         def claims() -> list[tuple[bytes, bytes]]:
@@ -269,15 +270,16 @@ return voided
             for key in keys:
                 pipe.hmget(b"catbot:user:" + key, "token", "sending")
             return [(k, token) for k, (token, sending) in zip(keys, pipe.execute())
-                    if token and token != sending and SEPARATOR.encode() in token]  # claims before holders: lease
+                    if token and (sending_too or token != sending)
+                    and SEPARATOR.encode() in token]  # claims from before holders: their lease
 
         held = self._do(claims)
         verdicts = {h: self._do(alive, h) for h in {holder_of(t.decode()) for _, t in held}}
-        args: list[object] = [now]
+        args: list[object] = [now, int(sending_too)]
         for key, token in held:
             if not verdicts[holder_of(token.decode())]:
                 args += [key, token]
-        return int(self._run(self._VOID, args)) if len(args) > 1 else 0
+        return int(self._run(self._VOID, args)) if len(args) > 2 else 0
 
     def day_counts(self, day: str) -> tuple[int, int]:
         received, sent = self._do(self.client.hmget, f"catbot:day:{day}", "received", "sent")

@@ -270,11 +270,12 @@ class SqliteStore:
                 db.execute("update catbot_inflight set until = max(until, ?) where token = ?", (now + lease, batch.token))
             return ours
 
-    def void_leases(self, now: float, alive: Callable[[str], bool]) -> int:
+    def void_leases(self, now: float, alive: Callable[[str], bool], sending_too: bool = False) -> int:
         """Make the claims (and send reservations) of holders that are gone claimable now,
         instead of when their lease runs out. Returns how many claims were voided."""
+        sending = "" if sending_too else " and not sending"
         rows = self._read("select distinct claim_token from catbot_users where claim_token is not null"
-                          " and claimed_until > ? and not sending", (now,))
+                          f" and claimed_until > ?{sending}", (now,))
         dead = {holder_of(token) for (token,) in rows if SEPARATOR in token}
         dead = {holder for holder in dead if not alive(holder)}
         if not dead:
@@ -283,8 +284,8 @@ class SqliteStore:
         with self._tx() as db:
             for holder in dead:
                 prefix = holder + SEPARATOR
-                voided += db.execute("update catbot_users set claimed_until = 0, claim_token = null"
-                                     " where claim_token is not null and not sending and substr(claim_token, 1, ?) = ?",
+                voided += db.execute("update catbot_users set claimed_until = 0, claim_token = null, sending = 0"
+                                     f" where claim_token is not null{sending} and substr(claim_token, 1, ?) = ?",
                                      (len(prefix), prefix)).rowcount
                 db.execute("delete from catbot_inflight where substr(token, 1, ?) = ?", (len(prefix), prefix))
         return voided
