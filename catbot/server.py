@@ -327,13 +327,20 @@ class BufferedThreadWorker(ThreadWorker):
             self.log.exception("Dropping connection from %s", conn.client)
             self._forget(conn)
 
-    def _on_readable(self, conn: BufferedConn) -> None:
+    @staticmethod
+    def _recv(conn: BufferedConn) -> bytes | None:
+        """What the socket holds now: None when nothing yet, b"" when the client closed or failed."""
         try:
-            data = conn.sock.recv(READ_SIZE)
+            return conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+
+    def _on_readable(self, conn: BufferedConn) -> None:
+        data = self._recv(conn)
+        if data is None:
+            return
         if not data:
             if not conn.idle:
                 self.log.debug("Client %s went away before its request was whole", conn.client)
@@ -454,12 +461,9 @@ class BufferedThreadWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._guarded, self._on_closing_readable, conn))
 
     def _on_closing_readable(self, conn: BufferedConn) -> None:
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = self._recv(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if not data or conn.drained >= CLOSE_DRAIN:
             self._forget(conn)
