@@ -2,11 +2,13 @@
 delivery and one for its signature, and small waits. Fixtures stay in conftest.py."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from werkzeug.serving import make_server
 
@@ -97,3 +99,33 @@ class ServerThread:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class LogRecords(logging.Handler):
+    """Collects the records of one logger: the bot's loggers do not propagate to pytest's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def lines(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+
+@contextlib.contextmanager
+def captured(logger_name: str, level: int | None = None) -> Iterator[LogRecords]:
+    """What ``logger_name`` logs meanwhile (at ``level`` and above, if given)."""
+    logger, handler = logging.getLogger(logger_name), LogRecords()
+    old_level = logger.level
+    logger.addHandler(handler)
+    if level is not None:
+        logger.setLevel(level)
+    try:
+        yield handler
+    finally:
+        logger.setLevel(old_level)
+        logger.removeHandler(handler)

@@ -4,12 +4,11 @@ conversation, budget, fairness and every failure answer X can give.
 tweepy talks real HTTP to the emulator, which verifies each request's OAuth 1.0a signature.
 A small clock stands in for waiting on retry times; X's own rate windows are real seconds.
 """
-import logging
 import time
 
 import pytest
 
-from helpers import BOT_ID, dm_delivery, post_delivery, runtime_of
+from helpers import BOT_ID, captured, dm_delivery, post_delivery, runtime_of
 from catbot.events import IncomingDM
 from catbot.replies import HELP_TEXT, START_TEXT, STOP_TEXT, Intent
 from catbot.runtime import build_runtime
@@ -372,20 +371,9 @@ def test_healthz_reports_todays_traffic_and_estimated_spend(bot, emulator):
                      "daily_send_limit": None, "sending_paused": False}
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def test_daily_send_limit_stops_sending_keeps_what_is_pending_and_says_so(settings, clock, emulator):
     bot = Bot(settings.replace(daily_send_limit=2), clock)
-    lines = _Lines()
-    logging.getLogger("catbot.replier").addHandler(lines)
-    try:
+    with captured("catbot.replier") as lines:
         for user in ("3000000001", "3000000002", "3000000003"):
             bot.send(user)
         bot.run()
@@ -399,5 +387,3 @@ def test_daily_send_limit_stops_sending_keeps_what_is_pending_and_says_so(settin
         bot.run()
         assert [dm.participant_id for dm in emulator.sent] == ["3000000001", "3000000002", "3000000003"]
         assert bot.client.get("/healthz").get_json()["today"]["sending_paused"] is False
-    finally:
-        logging.getLogger("catbot.replier").removeHandler(lines)

@@ -6,33 +6,17 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers import BOT_ID, CREDS, dm_delivery, dm_event, drain, payload, post_delivery, runtime_of, signed_headers
+from helpers import BOT_ID, CREDS, captured, dm_delivery, dm_event, drain, payload, post_delivery, runtime_of, signed_headers
 from catbot.runtime import import_journals
 from catbot.security import MAX_CRC_TOKEN, crc_response_token
 
 X_CRC_TOKEN = "M2RkODJkZmMtYjlkYi00NmQ4LTk0MGUtM2JjYzkwM2Q4MjQ0"  # as X sent it in 2026, with its nonce below
 
 
-class Lines(logging.Handler):
-    """Collects the formatted lines of one logger (the bot's loggers do not propagate to pytest's)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def web_log():
-    logger, lines = logging.getLogger("catbot.web"), Lines()
-    logger.addHandler(lines)
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield lines.lines
-    logger.setLevel(level)
-    logger.removeHandler(lines)
+    with captured("catbot.web", logging.DEBUG) as handler:
+        yield handler
 
 
 def pending(app) -> int:
@@ -98,7 +82,7 @@ def test_crc_token_that_x_could_not_have_sent_is_400_without_signature(client, q
     assert response.status_code == 400
     assert response.get_json() == {"error": "invalid crc_token"}
     assert "sha256=" not in response.get_data(as_text=True)
-    [line] = [line for line in web_log if "event=crc.rejected" in line]
+    [line] = [line for line in web_log.lines if "event=crc.rejected" in line]
     assert "abc" not in line and "AAAA" not in line and "for_user_id" not in line  # the token is not echoed
 
 
@@ -236,7 +220,7 @@ def test_sender_id_with_a_leading_zero_is_malformed_not_answered(app, client, em
     assert pending(app) == 0
     drain(app)
     assert emulator.sent == []
-    [line] = [line for line in web_log if "event=delivery.accepted" in line]
+    [line] = [line for line in web_log.lines if "event=delivery.accepted" in line]
     assert "malformed=1" in line
 
 

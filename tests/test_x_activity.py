@@ -6,24 +6,13 @@ import logging
 
 import pytest
 
-from helpers import BOT_ID, drain, payload, post_delivery
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+from helpers import BOT_ID, captured, drain, payload, post_delivery
 
 
 @pytest.fixture
 def web_records():
-    logger, handler = logging.getLogger("catbot.web"), Records()
-    logger.addHandler(handler)
-    yield handler.records
-    logger.removeHandler(handler)
+    with captured("catbot.web") as handler:
+        yield handler.records
 
 
 def test_a_dm_received_as_x_sends_it_is_answered(app, client, emulator):
