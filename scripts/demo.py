@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         start(started, "emulator", [str(BIN / "python"), "-m", "x_emulator", "--port", str(emulator_port),
                                     "--dm-limit", "15", "--dm-window", "15"], env,
               f"http://127.0.0.1:{emulator_port}/_emulator/state")
-        start(started, "bot", [str(BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{bot_port}"], env,
-              f"http://127.0.0.1:{bot_port}/healthz")
+        bot = start(started, "bot", [str(BIN / "gunicorn"), "app:app", "-b", f"127.0.0.1:{bot_port}"], env,
+                    f"http://127.0.0.1:{bot_port}/healthz")
         webhook = f"http://127.0.0.1:{bot_port}/webhook/twitter"
         command = ["register_webhook.py", *(["--api", "aaa"] if api == "aaa" else []), "setup", webhook]
         print(f"$ python {' '.join(command)}", flush=True)
@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + line)
         if setup.returncode != 0:
             print(setup.stderr, file=sys.stderr)
+            if bot.proc.poll() is not None:  # the likelier cause: say so, with the bot's own words
+                print(f"the bot has stopped (exit code {bot.proc.returncode}); the end of {bot.log_path}:\n"
+                      f"{bot.log()[-3000:]}", file=sys.stderr)
             return 1
         print(delivery_route(f"http://127.0.0.1:{emulator_port}"), flush=True)
         interactive = sys.stdin.isatty()

@@ -7,6 +7,7 @@ import pytest
 
 from catbot.budget import RateWindow, budget_verdict, daily_window, next_utc_midnight
 from catbot.replies import Intent
+from catbot.runtime import open_backend
 from catbot.store import Completion, Inbound
 from catbot.store.redis import RedisStore
 from catbot.store.sqlite import SqliteStore
@@ -283,13 +284,27 @@ insert into catbot_users (for_user_id, user_id, fact_seed, queue_pos) values ('2
 """
 
 
-def _open_at(path: str, barrier, out) -> None:
+def _at_barrier(open_, arg, barrier, out) -> None:
     barrier.wait()
     try:
-        SqliteStore(path)
+        open_(arg)
         out.put("ok")
     except Exception as exc:  # noqa: BLE001 - reported to the test
         out.put(repr(exc))
+
+
+def _opened_together(open_, arg, count: int = 3) -> list[str]:
+    """``open_(arg)`` in ``count`` forked processes at once, as gunicorn's workers boot: "ok" or
+    the error, from each."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(count), ctx.Queue()
+    procs = [ctx.Process(target=_at_barrier, args=(open_, arg, barrier, out)) for _ in range(count)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join()
+    return results
 
 
 @pytest.mark.processes
@@ -300,17 +315,21 @@ def test_a_file_from_before_is_migrated_once_when_two_workers_open_it_together(t
     old.execute("pragma journal_mode=wal")  # as the earlier version kept it
     old.executescript(_BEFORE_KINDS)
     old.close()
-    ctx = multiprocessing.get_context("fork")
-    barrier, out = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_open_at, args=(path, barrier, out)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=30) for _ in procs]
-    for p in procs:
-        p.join()
-    assert results == ["ok"] * 3
+    assert _opened_together(SqliteStore, path) == ["ok"] * 3
     batch = SqliteStore(path).claim_next(2000.0, 60)
     assert (batch.kind, batch.user_id, batch.intents) == ("x_dm", "3000000002", (Intent.FACT,))  # read as a DM
+
+
+@pytest.mark.processes
+def test_workers_booting_together_on_a_new_file_all_start(settings, tmp_path):
+    """gunicorn halts when a worker fails to boot, and every dyno starts on a new SQLite file:
+    switching a new file to WAL fails at once ("database is locked", SQLite does not wait on
+    it) for whichever worker comes second, so about one start in ten took the bot down."""
+    failures = []
+    for round_ in range(40):
+        fresh = settings.replace(sqlite_path=str(tmp_path / f"new-{round_}.sqlite3"))
+        failures += [result for result in _opened_together(open_backend, fresh) if result != "ok"]
+    assert failures == []
 
 
 def test_a_claim_renewed_to_send_is_voided_when_its_holders_death_is_proven(opener):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -38,9 +39,14 @@ class SqliteStore:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         try:
-            self._conn().executescript(SCHEMA)
+            db = self._conn()
+            try:  # in one write transaction, which waits its turn (a bare CREATE may not)
+                db.executescript(f"begin immediate;\n{SCHEMA}\ncommit;")
+            except sqlite3.Error:
+                _rollback(db)
+                raise
             self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreUnavailable) as exc:
             raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -63,7 +69,7 @@ class SqliteStore:
         if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("pragma journal_mode=wal")
+            _use_wal(conn, self.busy_timeout)
             conn.execute("pragma synchronous=normal")
             conn.execute("pragma temp_store=memory")
             conn.executescript(STAGING)
@@ -388,6 +394,23 @@ class SqliteStore:
 
 
 #####ROLLBACK
+
+
+def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode, waiting for other processes as long as for any lock.
+
+    Switching a new file to WAL needs a write lock that SQLite does not wait for: when two
+    workers open a new file together, the second gets "database is locked" at once (huey's
+    own storage retries the same way). Once the file is in WAL mode this is a no-op."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("pragma journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _rollback(db: sqlite3.Connection) -> None:
