@@ -342,3 +342,23 @@ def test_a_claim_renewed_to_send_is_voided_when_its_holders_death_is_proven(open
     assert store.renew(batch, 1001.0, lease=60)
     assert store.void_leases(1002.0, lambda holder: False, sending_too=True) == 1
     assert store.claim_next(1002.0, lease=60) is not None
+
+
+def test_chat_key_changes_are_kept_once_per_version_and_shared(opener):
+    """Any process may have to open a conversation's next message: the key change one process
+    verified is there for every other, and a second keeping of a version changes nothing."""
+    one, other = opener(), opener()
+    one.keep_chat_key("2000000001:3000000002", "1700000000001", "first-change")
+    one.keep_chat_key("2000000001:3000000002", "1700000000001", "a-replay-of-it")
+    one.keep_chat_key("2000000001:3000000002", "1700000000009", "rotation")
+    one.keep_chat_key("2000000001:3000000077", "1700000000001", "someone-else")
+    assert other.chat_key_changes("2000000001:3000000002") == {"1700000000001": "first-change",
+                                                               "1700000000009": "rotation"}
+    assert other.chat_key_changes("2000000001:3000000099") == {}
+
+
+def test_counters_add_up_across_processes_and_show_in_health(opener):
+    one, other = opener(), opener()
+    one.count("xchat_refused")
+    other.count("xchat_refused", 2)
+    assert one.health()["xchat_refused"] == 3

@@ -147,6 +147,18 @@ class Store(Protocol):
     def mark(self, name: str, now: float) -> float | None:
         """Record that ``name`` happened at ``now``; return when it happened before, if ever."""
 
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a counter that ``/healthz`` shows: something that went wrong and was
+        handled (an X Chat event refused, say), so an operator sees it without reading logs."""
+
+    def keep_chat_key(self, conversation_id: str, version: str, key_change: str) -> None:
+        """Keep an X Chat conversation key change event, as X delivered it (base64, its key
+        wrapped for the bot's identity key): any process holding the private keys can open it
+        later, and nobody else can. Keeping one twice is a no-op."""
+
+    def chat_key_changes(self, conversation_id: str) -> dict[str, str]:
+        """The kept key change events of a conversation, by key version."""
+
     def health(self) -> dict[str, object]:
         """``backend``, ``pending_messages``, ``users_waiting`` and counters, for ``/healthz``."""
 

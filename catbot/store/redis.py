@@ -17,6 +17,8 @@ Keys (prefix ``catbot:``):
     pending, seq, wake        counters and the wake-up flag
     day:<YYYY-MM-DD>          hash: received, sent (UTC day; spend and DAILY_SEND_LIMIT), expires
     lease:<name>, mark:<name> coordination; alive:<holder> liveness (catbot.liveness)
+    counters                  hash: what went wrong and was handled, for /healthz
+    chatkeys:<conversation>   hash: key version -> X Chat key change event as delivered
 """
 from __future__ import annotations
 
@@ -363,12 +365,23 @@ return old
         old = self._run(self._MARK, [now], keys=[f"catbot:mark:{name}"])
         return float(old) if old else None
 
+    def keep_chat_key(self, conversation_id: str, version: str, key_change: str) -> None:
+        self._do(self.client.hsetnx, f"catbot:chatkeys:{conversation_id}", version, key_change)
+
+    def chat_key_changes(self, conversation_id: str) -> dict[str, str]:
+        found = self._do(self.client.hgetall, f"catbot:chatkeys:{conversation_id}")
+        return {k.decode(): v.decode() for k, v in found.items()}
+
     # -- operations -----------------------------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        self._do(self.client.hincrby, "catbot:counters", name, n)
+
     def health(self) -> dict[str, object]:
         pipe = self.client.pipeline(transaction=False)
-        pipe.get("catbot:pending").zcard("catbot:ready").zcard("catbot:delayed")
-        pending, ready, delayed = self._do(pipe.execute)
-        return {"backend": self.backend, "pending_messages": int(pending or 0), "users_waiting": ready + delayed}
+        pipe.get("catbot:pending").zcard("catbot:ready").zcard("catbot:delayed").hgetall("catbot:counters")
+        pending, ready, delayed, counters = self._do(pipe.execute)
+        return {"backend": self.backend, "pending_messages": int(pending or 0), "users_waiting": ready + delayed,
+                **{k.decode(): int(v) for k, v in sorted(counters.items())}}
 
     def prune(self, now: float) -> None:
         """Nothing to do: every key that can go stale carries a TTL."""

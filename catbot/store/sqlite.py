@@ -376,6 +376,19 @@ class SqliteStore:
         counters = dict(self._read("select name, value from catbot_counters order by name"))
         return {"backend": self.backend, "pending_messages": pending, "users_waiting": users, **counters}
 
+    def count(self, name: str, n: int = 1) -> None:
+        with self._tx() as db:
+            self._count(db, name, n)
+
+    def keep_chat_key(self, conversation_id: str, version: str, key_change: str) -> None:
+        with self._tx() as db:
+            db.execute("insert or ignore into catbot_chat_keys (conversation_id, version, key_change, kept_at)"
+                       " values (?, ?, ?, ?)", (conversation_id, version, key_change, time.time()))
+
+    def chat_key_changes(self, conversation_id: str) -> dict[str, str]:
+        return dict(self._read("select version, key_change from catbot_chat_keys where conversation_id = ?",
+                               (conversation_id,)))
+
     @staticmethod
     def _count(db: sqlite3.Connection, name: str, n: int) -> None:
         """Add ``n`` to a counter that ``/healthz`` shows (things that went wrong and were
