@@ -32,7 +32,8 @@ def faults() -> ResponseReturnValue:
     body = request.get_json(force=True)
     with em.lock:
         em.faults = Faults(latency=float(body.get("latency", 0)), errors_5xx=int(body.get("errors_5xx", 0)),
-                           burst_429=int(body.get("burst_429", 0)), forbidden=set(body.get("forbidden", [])))
+                           burst_429=int(body.get("burst_429", 0)), forbidden=set(body.get("forbidden", [])),
+                           chat_429=int(body.get("chat_429", 0)))
     return jsonify(faults={**asdict(em.faults), "forbidden": sorted(em.faults.forbidden)})
 
 
@@ -59,13 +60,30 @@ def deliver() -> ResponseReturnValue:
     return jsonify(event_id=event_id, webhook_status=answer.status_code)
 
 
-@bp.post("/register")
-def register() -> ResponseReturnValue:
-    """Register ``url`` and subscribe the bot's DMs through ``api`` (default: the switch), in one
-    go, without the set-up script; 409 when X's CRC check of the URL fails."""
+@bp.post("/chat/deliver")
+def deliver_chat() -> ResponseReturnValue:
+    """An X Chat message from a simulated user (``fault``: see chat.py), to each webhook subscribed
+    to the bot's ``chat.received`` (or to ``url``); 400 for an unknown fault, 409 when it cannot be
+    delivered (nothing subscribed, the bot has no key registered, the webhook unreachable)."""
     body = request.get_json(force=True)
     try:
-        webhook = emulator().register(str(body["url"]), body.get("api"))
+        message_id, answer = emulator().deliver_chat(str(body["sender_id"]), str(body.get("text", "")),
+                                                     fault=body.get("fault"), url=body.get("url"))
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 400
+    except (RuntimeError, requests.RequestException) as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(message_id=message_id, webhook_status=answer.status_code)
+
+
+@bp.post("/register")
+def register() -> ResponseReturnValue:
+    """Register ``url`` and subscribe the bot's DMs through ``api`` (default: the switch), and with
+    ``chat`` its X Chat messages too, in one go, without the set-up script; 409 when X's CRC check
+    of the URL fails."""
+    body = request.get_json(force=True)
+    try:
+        webhook = emulator().register(str(body["url"]), body.get("api"), chat=bool(body.get("chat")))
     except (RuntimeError, ValueError) as exc:
         return jsonify(error=str(exc)), 409
     return jsonify(webhook=asdict(webhook))

@@ -1,6 +1,6 @@
-"""What the emulator remembers: the app's credentials, the faults a test injects, the DMs the bot
-sent, the registered webhooks and X Activity API subscriptions. Plain data, shared by the server
-and every product area."""
+"""What the emulator remembers: the app's credentials, the faults a test injects, the DMs (and X
+Chat messages) the bot sent, the registered webhooks and X Activity API subscriptions. Plain data,
+shared by the server and every product area."""
 from __future__ import annotations
 
 import secrets
@@ -27,18 +27,23 @@ class Credentials:
 
 @dataclass
 class Faults:
-    latency: float = 0.0  # seconds added before answering a DM send
-    errors_5xx: int = 0  # the next N DM sends answer 503
+    latency: float = 0.0  # seconds added before answering a DM or X Chat send
+    errors_5xx: int = 0  # the next N DM or X Chat sends answer 503
     burst_429: int = 0  # the next N DM sends answer 429 (reset: end of the current window)
     forbidden: set[str] = field(default_factory=set)  # recipients that cannot be messaged (403)
+    chat_429: int = 0  # the next N X Chat sends answer 429 (reset: end of the chat window)
 
 
 @dataclass
 class SentDM:
+    """A message the bot sent: a legacy DM, or an X Chat message (its plaintext, as the recipient
+    decrypted it, and the client's message id as ``dm_event_id``)."""
+
     participant_id: str
     text: str
     dm_event_id: str
     at: float
+    channel: str = "dm"  # "dm" or "xchat"
 
 
 @dataclass

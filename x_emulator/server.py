@@ -10,6 +10,7 @@ X product area, each a Blueprint listed in :data:`AREAS`:
 - :mod:`~x_emulator.subscriptions`: the Account Activity subscriptions;
 - :mod:`~x_emulator.activity`: the X Activity API subscriptions and the envelope it delivers in;
 - :mod:`~x_emulator.replay`: ``POST /2/webhooks/replay``;
+- :mod:`~x_emulator.chat`: X Chat (encrypted DMs): public keys, the bot's sends, simulated users;
 - :mod:`~x_emulator.control`: the emulator's own control API under ``/_emulator/``.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from flask import Blueprint, Flask
 from werkzeug.serving import make_server
 
 from catbot.security import crc_response_token, sign
-from x_emulator import activity, auth, control, dms, replay, subscriptions, webhooks
+from x_emulator import activity, auth, chat, control, dms, replay, subscriptions, webhooks
 from x_emulator.area import EXTENSION
 from x_emulator.records import APIS, ActivitySubscription, Credentials, Faults, SentDM, Webhook, now_iso
 
@@ -41,6 +42,7 @@ AREAS: tuple[Blueprint, ...] = (
     subscriptions.bp,
     activity.bp,
     replay.bp,
+    chat.bp,
     control.bp,
 )
 
@@ -77,6 +79,8 @@ class XEmulator:
         self.dm_attempts = 0  # DM sends received, counted before any latency or refusal
         self.dm_window_start = time.time()  # the DM rate limit's fixed window (see dms.py)
         self.dm_window_count = 0
+        self.chat = chat.ChatState()  # X Chat: identities, public keys, conversations (see chat.py)
+        self.public_key_fetches = 0  # GET /2/users/:id/public_keys calls, so tests see the bot's caching
         self.lock = threading.RLock()  # over all the state above; the product areas take it too
         self._changed = threading.Condition(self.lock)
         self._ids = itertools.count(1_800_000_000_000_000_001 + secrets.randbelow(10**12))
@@ -120,9 +124,12 @@ class XEmulator:
         routes = self._routes("dm.received")
         return routes[0][0] if routes else None
 
-    def register(self, url: str, api: str | None = None) -> Webhook:
+    def register(self, url: str, api: str | None = None, chat: bool = False) -> Webhook:
         """Register ``url`` (after a real CRC check) and subscribe the bot account's DMs through
-        ``api`` (default: :attr:`api`), in one go; what ``register_webhook.py setup`` does over HTTP."""
+        ``api`` (default: :attr:`api`), in one go; what ``register_webhook.py setup`` does over HTTP.
+        With ``chat``, also its X Chat messages (``chat.received``, X Activity API only)."""
+        if chat and self._api(api) != "xaa":
+            raise ValueError("X Chat events come only through the X Activity API (api='xaa')")
         problem = self.crc_check(url)
         if problem:
             raise RuntimeError(problem)
@@ -131,6 +138,8 @@ class XEmulator:
             self.webhooks[webhook.id] = webhook
             if self._api(api) == "xaa":
                 self.subscribe_activity("dm.received", webhook.id, tag="catfacts-bot")
+                if chat:
+                    self.subscribe_activity("chat.received", webhook.id, tag="catfacts-bot")
             else:
                 self.subscriptions[webhook.id] = {self.creds.bot_user_id}
         return webhook
@@ -214,6 +223,17 @@ class XEmulator:
             raise RuntimeError("no webhook is subscribed for the bot account; run register_webhook.py setup")
         return event["id"], answers[0]
 
+    def set_public_keys(self, user_id: str, keys: dict[str, str] | list[dict[str, str]]) -> None:
+        """Hold these as ``user_id``'s X Chat public keys (the fields ``GET .../public_keys``
+        answers; a list newest first), as a registration through X would."""
+        chat.set_public_keys(self, user_id, keys)
+
+    def deliver_chat(self, sender_id: str, text: str, *, fault: str | None = None,
+                     url: str | None = None) -> tuple[str, requests.Response]:
+        """An X Chat message from a simulated user to the bot, encrypted for real; returns (message
+        id, the first webhook's answer). ``fault``: one of ``chat.FAULTS`` (see chat.py)."""
+        return chat.deliver(self, sender_id, text, fault, url)
+
     def deliver_activity(self, event_type: str, other_id: str = "3000000002") -> list[requests.Response]:
         """An X Activity API event of another type (``dm.read``, ``dm.indicate_typing``,
         ``chat.sent``, ``follow.follow``, ``oauth.revoke``...), ``other_id`` being the other
@@ -243,10 +263,11 @@ class XEmulator:
         return routes
 
     def redeliver(self, event_id: str, url: str | None = None) -> requests.Response:
-        """Deliver an already-delivered event again, byte-for-byte the same envelope."""
+        """Deliver an already-delivered event (a DM event id, an X Chat message id) again,
+        byte-for-byte the same envelope."""
         with self.lock:
             for _, payload in reversed(self.delivered):
-                if any(ev.get("id") == event_id for ev in dm_events(payload)):
+                if event_id in event_ids(payload):
                     break
             else:
                 raise KeyError(event_id)
@@ -322,6 +343,14 @@ class XEmulator:
             return "The CRC response token did not match."
         return None
 
+
+
+def event_ids(payload: dict[str, Any]) -> list[str]:
+    """The ids of what a delivery carries: its DM events, or its X Chat message."""
+    data = payload.get("data")
+    inner = data.get("payload") if isinstance(data, dict) else None
+    chat_id = [inner["id"]] if isinstance(inner, dict) and data.get("event_type") == "chat.received" else []
+    return [ev.get("id") for ev in dm_events(payload)] + chat_id
 
 
 def dm_events(payload: dict[str, Any]) -> list[dict[str, Any]]:
