@@ -68,7 +68,10 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         replay_on_start=typed("REPLAY_ON_START", _bool, True),
         bot_user_id=config("BOT_USER_ID", default="").strip(),
         log_level=config("LOG_LEVEL", default="INFO").strip().upper() or "INFO",
+        xchat_private_keys=config("XCHAT_PRIVATE_KEYS", default="").strip(),
+        xchat_key_version=config("XCHAT_KEY_VERSION", default="").strip(),
     )
+    problems += xchat_problems(values["xchat_private_keys"], values["xchat_key_version"])
     if values["trigger_pattern"]:
         try:
             re.compile(values["trigger_pattern"])
@@ -105,6 +108,25 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         bearer_token=config("BEARER_TOKEN", default="").strip(),
         **values,
     )
+
+
+def xchat_problems(blob: str, version: str) -> list[str]:
+    """What is wrong with the X Chat settings, in words that never quote the blob (a secret)."""
+    if not blob and not version:
+        return []
+    if not blob or not version:
+        missing, given = ("XCHAT_PRIVATE_KEYS", "XCHAT_KEY_VERSION") if not blob else ("XCHAT_KEY_VERSION",
+                                                                                        "XCHAT_PRIVATE_KEYS")
+        return [f"{missing} is missing: X Chat needs it with {given} (or neither, to leave X Chat off)"]
+    if not re.fullmatch(r"[1-9][0-9]{0,24}", version):
+        return ["XCHAT_KEY_VERSION must be the number X gave the registered public key"]
+    from catbot.xchat import load_identity  # the Chat XDK is loaded only when X Chat is on
+
+    try:
+        load_identity(blob, version, "1")
+    except ValueError as exc:
+        return [f"XCHAT_PRIVATE_KEYS {exc} (register_webhook.py xchat-keys makes one)"]
+    return []
 
 
 def create_x_client(settings: Settings) -> tweepy.Client:

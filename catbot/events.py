@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from catbot.replies import classify
+from catbot.replies import Intent, classify
 from catbot.store import Inbound
+from catbot.xchat import X_CHAT, Sealed, account
 
 # X's ids are positive numbers written as decimal strings (snowflakes; none is 0). Ids are
 # compared and de-duplicated as strings, so one number must have one spelling: "02000000001"
@@ -24,6 +25,12 @@ _ID = re.compile(r"[1-9][0-9]{0,24}")
 MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it.
 X_DM = "x_dm"  # the kind of message this module makes (catbot.store.Inbound.kind)
 XAA_DM_EVENTS = frozenset({"dm.received", "dm.sent"})  # X Activity API types that carry legacy DMs
+XAA_CHAT_EVENT = "chat.received"  # an X Chat message to the account (chat.sent: its own, ignored)
+_MESSAGE_ID = re.compile(r"[0-9A-Za-z-]{1,64}")  # X Chat message ids are UUIDs
+_CONVERSATION = re.compile(r"[1-9][0-9]{0,24}[:-][1-9][0-9]{0,24}|g[1-9][0-9]{0,24}")
+_VERSION = re.compile(r"[1-9][0-9]{0,24}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/=_-]{4,262144}")  # an event's ciphertext, well under the body limit
+MAX_TOKEN = 8192
 _AAA_DM_KEYS = frozenset({"for_user_id", "direct_message_events", "users", "apps"})
 
 
@@ -37,17 +44,60 @@ class IncomingDM:
     text: str = field(repr=False)  # users' words stay out of logs and reprs
     created_ms: int
 
+    kind = X_DM
+
     def inbound(self, trigger: re.Pattern[str] | None) -> Inbound:
         """The record of this DM: its intent, decided now, and never its text."""
         return Inbound(X_DM, self.for_user_id, self.sender_id, self.event_id, classify(self.text, trigger),
                        self.created_ms)
 
 
+@dataclass(frozen=True)
+class IncomingChat:
+    """One X Chat message as received: who, which message, and its fields still encrypted."""
+
+    for_user_id: str
+    event_id: str  # the message id, which the reply job checks against the signed one
+    sender_id: str
+    created_ms: int
+    sealed: str = field(repr=False)  # catbot.xchat.Sealed, as JSON
+
+    kind = X_CHAT
+
+    def inbound(self, trigger: re.Pattern[str] | None) -> Inbound:
+        """The record of this message: sealed, its intent decided when the reply job opens it.
+        Its account is apart from the legacy DMs' (catbot.xchat.account)."""
+        return Inbound(X_CHAT, account(self.for_user_id), self.sender_id, self.event_id, Intent.SEALED,
+                       self.created_ms, self.sealed)
+
+
+def _chat(for_user_id: str, payload: Any) -> IncomingChat:
+    """A ``chat.received`` payload, checked field by field (nothing here decrypts)."""
+    if not isinstance(payload, dict):
+        raise ValueError("chat payload is not an object")
+    message_id, sender_id = payload.get("id"), _id(payload.get("sender_id"))
+    conversation, version = payload.get("conversation_id"), payload.get("conversation_key_version")
+    encoded, key_change = payload.get("encoded_event"), payload.get("conversation_key_change_event")
+    token = payload.get("conversation_token")
+    if not (isinstance(message_id, str) and _MESSAGE_ID.fullmatch(message_id)) or sender_id is None:
+        raise ValueError("chat message without a usable id or sender")
+    if not (isinstance(conversation, str) and _CONVERSATION.fullmatch(conversation)
+            and isinstance(version, str) and _VERSION.fullmatch(version)):
+        raise ValueError("chat message without a usable conversation or key version")
+    if not (isinstance(encoded, str) and _BASE64.fullmatch(encoded)) or \
+            not (key_change is None or isinstance(key_change, str) and _BASE64.fullmatch(key_change)):
+        raise ValueError("chat message without a usable encoded event")
+    if not (token is None or isinstance(token, str) and len(token) <= MAX_TOKEN):
+        raise ValueError("chat message with an unusable conversation token")
+    sealed = Sealed(message_id, conversation, version, encoded, key_change, token)
+    return IncomingChat(for_user_id, message_id, sender_id, _timestamp(payload.get("created_at_msec")), sealed.dumps())
+
+
 @dataclass
 class ParsedDelivery:
     """What a delivery held: the DMs to consider, and counts of what was skipped and why."""
 
-    messages: list[IncomingDM] = field(default_factory=list)
+    messages: list[IncomingDM | IncomingChat] = field(default_factory=list)
     own_messages: int = 0
     malformed: int = 0
     other_activity: list[str] = field(default_factory=list)
@@ -130,10 +180,25 @@ def parse_delivery(delivery: Any) -> ParsedDelivery:
     if not isinstance(delivery, dict):
         parsed.malformed += 1
         return parsed
+    data = delivery.get("data")
+    if isinstance(data, dict) and data.get("event_type") == XAA_CHAT_EVENT and "direct_message_events" not in delivery:
+        filt = data.get("filter")
+        for_user_id = _id(filt.get("user_id")) if isinstance(filt, dict) else None
+        try:
+            if for_user_id is None:
+                raise ValueError("chat event without the account it is for")
+            chat = _chat(for_user_id, data.get("payload"))
+        except ValueError:
+            parsed.malformed += 1
+            return parsed
+        if is_own_message(for_user_id, chat.sender_id):
+            parsed.own_messages += 1
+        else:
+            parsed.messages.append(chat)
+        return parsed
     raw_for_user, events, parsed.other_activity = _envelope(delivery)
     if events is None:
         return parsed
-    data = delivery.get("data")
     sent_by_account = isinstance(data, dict) and data.get("event_type") == "dm.sent"  # whatever its events say
     for_user_id = _id(raw_for_user)
     if for_user_id is None or not isinstance(events, list):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from catbot.budget import RateWindow
 from catbot.store import Batch
@@ -36,3 +36,13 @@ class SendResult:
 class Sender(Protocol):
     def send(self, batch: Batch, text: str) -> SendResult:
         """Send ``text`` as the reply to ``batch`` (its user, and whatever its payloads say)."""
+
+
+@runtime_checkable
+class Opener(Protocol):
+    """A sender whose messages arrive sealed (X Chat): the reply job asks it to open a batch
+    before planning the reply, since only then are the messages' intents known."""
+
+    def open(self, batch: Batch) -> Batch | SendResult:
+        """The batch with its intents decided, or why it cannot be opened now (a RETRY or
+        RATE_LIMITED result: the batch is tried again later, as after a failed send)."""

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 import catfacts
 from catbot.budget import utc_day
 from catbot.logs import event
-from catbot.outbound import Outcome, Sender, SendResult
+from catbot.outbound import Opener, Outcome, Sender, SendResult
 from catbot.queue import PassResult
 from catbot.replies import Plan, compose, plan
 from catbot.settings import Settings
@@ -101,13 +101,18 @@ class Replier:
 
     def reply(self, batch: Batch) -> float | None:
         """Handle one claimed batch. Returns a time to wait for when X's budget is spent."""
-        p = plan(list(batch.intents), batch.opted_out)
         who = {"user": batch.user_id, "messages": len(batch.seqs)}
         sender = self.senders.get(batch.kind)
         if sender is None:  # a kind whose channel was switched off after its messages arrived
             self.store.complete(batch, Completion(opted_out=batch.opted_out, sent=False), self.clock())
             event(log, "reply.no_sender", logging.ERROR, kind=batch.kind, **who)
             return None
+        if isinstance(sender, Opener):  # sealed messages (X Chat): their intents are decided now
+            opened = sender.open(batch)
+            if isinstance(opened, SendResult):
+                return self._record(batch, plan([], batch.opted_out), opened, who)
+            batch = opened
+        p = plan(list(batch.intents), batch.opted_out)
         if not p.sends_anything:
             self.store.complete(batch, Completion(opted_out=p.opted_out, sent=False), self.clock())
             event(log, "reply.skipped", reason="opted_out" if p.opted_out else "nothing_to_say", **who)

@@ -18,6 +18,7 @@ class Intent(str, enum.Enum):
     STOP = "stop"
     START = "start"
     IGNORE = "ignore"  # did not match TRIGGER_PATTERN
+    SEALED = "sealed"  # encrypted (X Chat): decided when the reply job opens it, never stored
 
 
 COMMANDS = {

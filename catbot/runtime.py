@@ -229,6 +229,10 @@ def build_runtime(settings: Settings, *, senders: Mapping[str, Sender] | None = 
     backend = open_backend(settings)
     if senders is None:
         senders = {X_DM: XDMSender(x_client or build_tweepy_client(settings), clock=clock)}
+        if settings.xchat_enabled:
+            from catbot.xchat import X_CHAT, XChatSender  # the Chat XDK is loaded only when X Chat is on
+
+            senders[X_CHAT] = XChatSender(settings, backend.store, clock=clock)
     facts = facts or catfacts.CatFactsAPI(settings.catfacts_api_url, settings.catfacts_timeout,
                                           settings.catfacts_max_length)
     replier = Replier(settings, backend.store, senders, facts, clock=clock,

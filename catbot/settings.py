@@ -39,6 +39,8 @@ class Settings:
     replay_on_start: bool = True
     bot_user_id: str = ""
     log_level: str = "INFO"
+    xchat_private_keys: str = field(default="", repr=False)  # the bot's X Chat private-key blob (base64)
+    xchat_key_version: str = ""  # the version X gave its public half
 
     def __post_init__(self) -> None:
         if not self.bot_user_id:
@@ -50,6 +52,11 @@ class Settings:
     def replace(self, **changes: object) -> "Settings":
         """A copy with some fields changed (tests and tools use this)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def xchat_enabled(self) -> bool:
+        """X Chat is answered when both of its settings are set (``load_settings`` checks them)."""
+        return bool(self.xchat_private_keys and self.xchat_key_version)
 
     @property
     def trigger_regex(self) -> re.Pattern[str] | None:

@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from catbot import logs
-from catbot.events import parse_delivery
+from catbot.events import X_CHAT, parse_delivery
 from catbot.logs import event
 from catbot.runtime import Runtime, build_runtime
 from catbot.security import Verdict, crc_response_token, is_plausible_crc_token, verify_signature
@@ -99,7 +99,11 @@ def receive_delivery():
     parsed = parse_delivery(delivery)
     bot_id = runtime.settings.bot_user_id
     trigger = runtime.settings.trigger_regex
-    messages = [m.inbound(trigger) for m in parsed.messages if not bot_id or m.for_user_id == bot_id]
+    ours = [m for m in parsed.messages if not bot_id or m.for_user_id == bot_id]
+    # X Chat messages while X Chat is off (no keys set): nobody here could read them; the
+    # delivery is acknowledged like any activity the bot does not act on, and the log says so.
+    unreadable = 0 if runtime.settings.xchat_enabled else sum(m.kind == X_CHAT for m in ours)
+    messages = [m.inbound(trigger) for m in ours if runtime.settings.xchat_enabled or m.kind != X_CHAT]
     try:
         recorded = runtime.accept(messages)
     except StoreUnavailable as exc:
@@ -110,11 +114,13 @@ def receive_delivery():
     # something was malformed. At thousands of deliveries a second, a line each costs about a
     # tenth of the webhook's CPU (docs/performance.md). A delivery with no message for the bot
     # (an event type it does not act on) gets its INFO line here: its type is all there is to say.
-    quiet = runtime.journal is not None and not parsed.malformed and (messages or not parsed.other_activity)
+    quiet = runtime.journal is not None and not parsed.malformed and not unreadable and \
+        (messages or not parsed.other_activity)
     level = logging.DEBUG if quiet else logging.INFO
     if log.isEnabledFor(level):
         event(log, "delivery.accepted", level, **recorded, own=parsed.own_messages or None,
-              malformed=parsed.malformed or None, other_account=(len(parsed.messages) - len(messages)) or None,
+              malformed=parsed.malformed or None, other_account=(len(parsed.messages) - len(ours)) or None,
+              xchat_off=unreadable or None,
               activity=",".join(k[:40] for k in parsed.other_activity) or None)
     return _accepted()
 

@@ -83,11 +83,12 @@ def build_tweepy_client(settings: Settings) -> tweepy.Client:
 
 
 # -- what an attempt to send came to ------------------------------------------------------------
-def rate_windows(headers: object, now: float) -> tuple[RateWindow, ...]:
-    """The rate windows X reported: the 15-minute one and, when present, the 24-hour ones."""
+def rate_windows(headers: object, now: float, family: str = "dm") -> tuple[RateWindow, ...]:
+    """The rate windows X reported: the 15-minute one and, when present, the 24-hour ones.
+    ``family`` names them: the DM endpoint's are ``dm``, ``user_24h`` and ``app_24h``."""
+    names = ("dm", "user_24h", "app_24h") if family == "dm" else (family, f"{family}_user_24h", f"{family}_app_24h")
     windows = []
-    for name, prefix in (("dm", "x-rate-limit"), ("user_24h", "x-user-limit-24hour"),
-                         ("app_24h", "x-app-limit-24hour")):
+    for name, prefix in zip(names, ("x-rate-limit", "x-user-limit-24hour", "x-app-limit-24hour")):
         try:
             remaining = int(headers.get(f"{prefix}-remaining"))  # type: ignore[attr-defined]
             reset = float(headers.get(f"{prefix}-reset"))  # type: ignore[attr-defined]
@@ -100,6 +101,19 @@ def rate_windows(headers: object, now: float) -> tuple[RateWindow, ...]:
         if reset > now - 1:
             windows.append(RateWindow(name, max(0, remaining), reset, limit))
     return tuple(windows)
+
+
+def rate_limited(headers: object, now: float, detail: str, family: str = "dm") -> SendResult:
+    """A 429: retry at the window's reset (a minute when X gave none), and the window spent."""
+    windows = rate_windows(headers, now, family)
+    try:
+        reset = float(headers.get("x-rate-limit-reset"))  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        reset = 0.0
+    retry_at = reset if reset > now else now + DEFAULT_RETRY_AFTER
+    limit = next((w.limit for w in windows if w.name == family), None)
+    windows = tuple(w for w in windows if w.name != family) + (RateWindow(family, 0, retry_at, limit),)
+    return SendResult(Outcome.RATE_LIMITED, 429, detail, retry_at, windows)
 
 
 def _x_message(exc: tweepy.HTTPException) -> str:
@@ -120,12 +134,7 @@ class XDMSender:
         try:
             response = self.client.create_direct_message(participant_id=batch.user_id, text=text)
         except tweepy.TooManyRequests as exc:
-            windows = rate_windows(exc.response.headers, now)
-            retry_at = exc.reset_time if exc.reset_time and exc.reset_time > now else None
-            retry_at = float(retry_at) if retry_at else now + DEFAULT_RETRY_AFTER
-            limit = next((w.limit for w in windows if w.name == "dm"), None)
-            windows = tuple(w for w in windows if w.name != "dm") + (RateWindow("dm", 0, retry_at, limit),)
-            return SendResult(Outcome.RATE_LIMITED, 429, _x_message(exc), retry_at, windows)
+            return rate_limited(exc.response.headers, now, _x_message(exc))
         except tweepy.TwitterServerError as exc:
             return SendResult(Outcome.RETRY, exc.response.status_code, _x_message(exc))
         except tweepy.HTTPException as exc:  # 400, 401, 403, 404 and other 4xx: retrying won't help

@@ -129,3 +129,19 @@ def captured(logger_name: str, level: int | None = None) -> Iterator[LogRecords]
     finally:
         logger.setLevel(old_level)
         logger.removeHandler(handler)
+
+
+def xchat_keys(user_id: str = BOT_ID) -> tuple[str, str, dict[str, str]]:
+    """A new X Chat key pair, as ``register_webhook.py xchat-keys`` makes the bot's: the private
+    blob (base64, what XCHAT_PRIVATE_KEYS holds), its version, and the public keys X serves."""
+    import base64
+
+    from chat_xdk import Chat
+
+    chat = Chat()
+    registration = chat.generate_keypairs()
+    public = registration.public_key
+    return (base64.b64encode(bytes(chat.export_keys())).decode(), registration.version,
+            {"public_key": public.public_key, "public_key_version": registration.version,
+             "signing_public_key": public.signing_public_key,
+             "identity_public_key_signature": public.identity_public_key_signature})

@@ -1,5 +1,6 @@
 """Parsing deliveries: what becomes a DM to answer, and what is skipped without crashing."""
 import copy
+import json
 
 import pytest
 
@@ -117,7 +118,7 @@ def _xaa(event_type: str, payload_: dict) -> dict:
 
 
 @pytest.mark.parametrize("delivery", [
-    payload("xaa/chat_received.json"), payload("xaa/chat_sent.json"), payload("xaa/follow_follow.json"),
+    payload("xaa/chat_sent.json"), payload("xaa/follow_follow.json"),
     payload("xaa/oauth_revoke.json"), payload("xaa/like_create.json"),
     _xaa("dm.read", {"dm_conversation_id": f"3000000002-{BOT_ID}", "last_read_event_id": "2080765901528535096"}),
     _xaa("dm.indicate_typing", {"dm_conversation_id": f"3000000002-{BOT_ID}", "sender_id": "3000000002"}),
@@ -126,6 +127,42 @@ def test_other_x_activity_event_types_are_named_and_ignored(delivery):
     parsed = parse_delivery(delivery)
     assert parsed.messages == [] and parsed.malformed == 0
     assert parsed.other_activity == [delivery["data"]["event_type"]]
+
+
+def _chat_delivery(**changes) -> dict:
+    delivery = payload("xaa/chat_received.json")
+    inner = delivery["data"]["payload"]
+    inner["encoded_event"], inner["conversation_key_change_event"] = "CwABAAAAEzIw" * 8, "CwABAAAAEzIx" * 8
+    inner.update(changes)
+    return delivery
+
+
+def test_an_x_chat_message_is_recorded_sealed_as_received():
+    [chat] = parse_delivery(_chat_delivery()).messages
+    record = chat.inbound(None)
+    inner = _chat_delivery()["data"]["payload"]
+    assert (record.kind, record.for_user_id, record.user_id, record.event_id, record.intent) == \
+        ("x_chat", f"xchat:{BOT_ID}", "3000000002", inner["id"], Intent.SEALED)
+    sealed = json.loads(record.payload)
+    assert (sealed["encoded_event"], sealed["key_change"], sealed["conversation_id"], sealed["key_version"]) == \
+        (inner["encoded_event"], inner["conversation_key_change_event"], inner["conversation_id"],
+         inner["conversation_key_version"])
+    assert "signing_public_key" not in record.payload  # never trusted, so not kept
+
+
+@pytest.mark.parametrize("changes", [
+    {"encoded_event": "CwABAAAAEzIw…(truncated)"}, {"encoded_event": None}, {"id": "../../etc"},
+    {"sender_id": "03000000002"}, {"conversation_id": "3000000002"}, {"conversation_key_version": "v1"},
+    {"conversation_key_change_event": 5}, {"conversation_token": "x" * 9000},
+], ids=lambda c: next(iter(c)))
+def test_an_x_chat_message_with_an_unusable_field_is_malformed(changes):
+    parsed = parse_delivery(_chat_delivery(**changes))
+    assert parsed.messages == [] and parsed.malformed == 1
+
+
+def test_the_bots_own_x_chat_message_is_not_answered():
+    parsed = parse_delivery(_chat_delivery(sender_id=BOT_ID))
+    assert parsed.messages == [] and parsed.own_messages == 1
 
 
 def test_text_is_not_in_repr():

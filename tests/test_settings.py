@@ -3,6 +3,7 @@ import pytest
 from decouple import Config, RepositoryEnv
 
 from api_config import SettingsError, load_settings
+from helpers import xchat_keys
 
 FULL = {"CONSUMER_KEY": "ck", "CONSUMER_SECRET": "cs-very-secret", "ACCESS_TOKEN": "2000000001-at",
         "ACCESS_TOKEN_SECRET": "ats-very-secret"}
@@ -71,3 +72,32 @@ def test_daily_send_limit_is_off_by_default_and_never_negative(tmp_path):
     assert load_settings(config(tmp_path, {**FULL, "DAILY_SEND_LIMIT": "500"})).daily_send_limit == 500
     with pytest.raises(SettingsError, match="DAILY_SEND_LIMIT"):
         load_settings(config(tmp_path, {**FULL, "DAILY_SEND_LIMIT": "-1"}))
+
+
+def test_x_chat_is_off_without_its_settings(tmp_path):
+    assert not load_settings(config(tmp_path, FULL)).xchat_enabled
+
+
+def test_x_chat_is_on_with_a_blob_that_loads(tmp_path):
+    blob, version, _ = xchat_keys()
+    s = load_settings(config(tmp_path, {**FULL, "XCHAT_PRIVATE_KEYS": blob, "XCHAT_KEY_VERSION": version}))
+    assert s.xchat_enabled and s.xchat_key_version == version
+    assert blob not in repr(s)
+
+
+@pytest.mark.parametrize("given, missing", [("XCHAT_PRIVATE_KEYS", "XCHAT_KEY_VERSION"),
+                                            ("XCHAT_KEY_VERSION", "XCHAT_PRIVATE_KEYS")])
+def test_one_x_chat_setting_without_the_other_is_named(tmp_path, given, missing):
+    blob, version, _ = xchat_keys()
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {**FULL, given: blob if given == "XCHAT_PRIVATE_KEYS" else version}))
+    assert f"{missing} is missing" in str(err.value)
+    assert blob not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["not base64 at all!", "c2hvcnQ=", "A" * 88])
+def test_a_blob_that_does_not_load_is_named_and_never_quoted(tmp_path, bad):
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {**FULL, "XCHAT_PRIVATE_KEYS": bad, "XCHAT_KEY_VERSION": "1700000000000"}))
+    message = str(err.value)
+    assert "XCHAT_PRIVATE_KEYS" in message and bad not in message
