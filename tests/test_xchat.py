@@ -3,11 +3,13 @@ encrypted messages (their own Chat XDK identities, X's framing, signed deliverie
 opens them in the reply job, answers as for a legacy DM, and the emulator decrypts the reply
 as the user. Faults: tampered, forged, undecryptable events; key rotation; a second process."""
 import logging
+import time
 from types import SimpleNamespace
 
 import pytest
 
 from catbot.replies import FACT_OPENERS, HELP_TEXT, START_TEXT, STOP_TEXT
+from catbot.runtime import build_runtime
 from catbot.web import create_app
 from helpers import BOT_ID, ServerThread, captured, drain, runtime_of, xchat_keys
 
@@ -20,9 +22,11 @@ def bot(emulator, settings):
     blob, version, public = xchat_keys()
     emulator.set_public_keys(BOT_ID, public)
     chat_settings = settings.replace(xchat_private_keys=blob, xchat_key_version=version)
-    app = create_app(chat_settings)
+    later = [0.0]  # seconds the bot's clock is ahead of the emulator's (to pass a rate window)
+    app = create_app(chat_settings, build_runtime(chat_settings, clock=lambda: time.time() + later[0]))
     server = ServerThread(app)
-    yield SimpleNamespace(app=app, url=server.url + "/webhook/twitter", blob=blob, settings=chat_settings)
+    yield SimpleNamespace(app=app, url=server.url + "/webhook/twitter", blob=blob, settings=chat_settings,
+                          later=later)
     server.stop()
 
 
@@ -103,6 +107,18 @@ def test_an_event_the_bot_cannot_trust_gets_no_reply_one_line_and_a_count(bot, e
     assert reason in line.getMessage() and "do not answer this" not in line.getMessage()
     health = bot.app.test_client().get("/healthz").get_json()
     assert health["store"]["xchat_refused"] == 1 and health["backlog"] == 0
+
+
+def test_a_429_on_chat_sends_defers_the_reply_until_the_reset_and_loses_nothing(bot, emulator):
+    emulator.faults.chat_429 = 1
+    say(emulator, bot, "hi")
+    drain(bot.app)
+    assert replies(emulator) == [] and runtime_of(bot.app).backlog()["pending_messages"] == 1
+    drain(bot.app)  # the window is spent: nothing is tried before its reset
+    assert emulator.chat.send_attempts == 1
+    bot.later[0] = 901.0  # past the reset X gave
+    drain(bot.app)
+    assert len(replies(emulator)) == 1 and runtime_of(bot.app).backlog()["pending_messages"] == 0
 
 
 def test_participants_keys_come_from_x_once_not_per_message(bot, emulator):
