@@ -1,4 +1,5 @@
-"""X's Account Activity API v2: webhooks, subscriptions, replay; plus our own CRC pre-flight.
+"""X's Account Activity API v2: webhooks, subscriptions, replay; plus our own CRC pre-flight and
+the bot's X Chat public keys.
 
 Used once at set-up and for day-two operations by ``register_webhook.py`` (and for a replay after
 downtime), never on the delivery path. Webhooks and replay serve the X Activity API too, whose
@@ -27,6 +28,7 @@ from catbot.settings import Settings
 from catbot.xclient import build_session, is_loopback
 
 API = "https://api.x.com"
+PUBLIC_KEY_FIELDS = "public_key,public_key_version,signing_public_key,identity_public_key_signature"
 X_DEADLINE = 10.0  # seconds X waits for a webhook's answer (X's current webhook docs; legacy pages said 3)
 ADVICE = {
     "CrcValidationFailed": "X's CRC check of the URL failed. Check that the bot is running at that URL over https, "
@@ -58,6 +60,8 @@ class XRefused(Exception):
     """X answered with an error; ``reason`` is X's reason code or the HTTP status. ``said`` is all
     the text of X's answer, for callers that recognise a refusal by its words; ``advice``, when
     given, replaces the advice looked up by reason and status."""
+
+    reset_at: int | None = None  # a 429's x-rate-limit-reset (unix seconds), when X sent one
 
     def __init__(self, status: int | None, reason: str | int, detail: str, said: str = "",
                  advice: str | None = None) -> None:
@@ -119,7 +123,11 @@ def _refusal(response: requests.Response) -> XRefused:
             detail = rest or next((t for t in texts if not _REASON.search(t)), text)
             return XRefused(response.status_code, match.group(1), detail, said)
     detail = body.get("detail") if isinstance(body, dict) and isinstance(body.get("detail"), str) else ""
-    return XRefused(response.status_code, response.status_code, detail or said or response.reason, said)
+    refused = XRefused(response.status_code, response.status_code, detail or said or response.reason, said)
+    reset = response.headers.get("x-rate-limit-reset", "")
+    if response.status_code == 429 and reset.isdigit():
+        refused.reset_at = int(reset)  # when a limit such as X Chat's few key registrations a day allows again
+    return refused
 
 
 @dataclass
@@ -237,6 +245,20 @@ class AccountActivity:
         body = {"webhook_id": webhook_id, "from_date": time.strftime(fmt, time.gmtime(first)),
                 "to_date": time.strftime(fmt, time.gmtime(last))}
         return self.call("POST", "/2/webhooks/replay", json=body).get("data") or {}
+
+    # -- X Chat public keys (the bot's own, registered once by `register_webhook.py xchat-keys`) -----
+    def public_keys(self, user_id: str) -> list[dict[str, Any]]:
+        """X's records of ``user_id``'s X Chat public keys; none is an empty list (X answers 200
+        with ``errors`` for a user without keys)."""
+        params = {"public_key.fields": PUBLIC_KEY_FIELDS}
+        keys = self.call("GET", f"/2/users/{user_id}/public_keys", user=True, params=params).get("data")
+        return [key for key in keys if isinstance(key, dict)] if isinstance(keys, list) else []
+
+    def add_public_key(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Register an X Chat public key for ``user_id`` (the bot, signed as the bot): X's
+        AddUserPublicKeyRequest; the answer's ``data`` (``public_key_version``)."""
+        data = self.call("POST", f"/2/users/{user_id}/public_keys", user=True, json=body).get("data")
+        return data if isinstance(data, dict) else {}
 
     # -- our own checks ---------------------------------------------------------------------------
     def preflight(self, url: str) -> Preflight:

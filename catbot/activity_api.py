@@ -18,7 +18,8 @@ from typing import Any
 from catbot.account_activity import ADVICE, AccountActivity, XRefused, XUnreachable
 
 PATH = "/2/activity/subscriptions"
-DMS = "dm.received"  # the one event type the bot needs: DMs sent to it
+DMS = "dm.received"  # the bot's DMs: legacy DMs sent to it
+CHATS = "chat.received"  # X Chat (encrypted) messages sent to it, subscribed when X Chat is on
 TAG = "catfacts-bot"  # how this bot's subscriptions are recognised among the app's
 PAGE = 1000  # X's largest max_results
 MAX_PAGES = 100  # a pagination token that never ends is X's bug, not a reason to loop forever
@@ -39,6 +40,11 @@ def is_bot_dms(subscription: dict[str, Any], user_id: str) -> bool:
     """True for a subscription that sends the bot's received DMs: ``dm.received`` filtered on the
     bot's id and nothing else (a ``keyword`` or ``direction`` filter would drop some)."""
     return subscription.get("event_type") == DMS and subscription.get("filter") == {"user_id": user_id}
+
+
+def is_bot_chats(subscription: dict[str, Any], user_id: str) -> bool:
+    """True for a subscription that sends the bot's received X Chat messages, like :func:`is_bot_dms`."""
+    return subscription.get("event_type") == CHATS and subscription.get("filter") == {"user_id": user_id}
 
 
 def _with_access_advice(refused: XRefused) -> XRefused:
