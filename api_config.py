@@ -35,9 +35,10 @@ def _bool(value: str) -> bool:
 def load_settings(config: AutoConfig | None = None) -> Settings:
     """Read every setting once. Raises :class:`SettingsError` naming all problems at once."""
     config = config or AutoConfig(search_path=os.environ.get("CATBOT_ENV_DIR", str(HERE)))
-    missing = [name for name in REQUIRED if not config(name, default="").strip()]
     problems: list[str] = []
-    if missing:
+    channels = _channels(config, problems)
+    missing = [name for name in REQUIRED if not config(name, default="").strip()]
+    if missing and (len(missing) < len(REQUIRED) or not channels):  # X is off only with another channel on
         problems.append("missing required settings: " + ", ".join(missing))
 
     def typed(name: str, cast, default):
@@ -72,6 +73,8 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         xchat_key_version=config("XCHAT_KEY_VERSION", default="").strip(),
     )
     problems += xchat_problems(values["xchat_private_keys"], values["xchat_key_version"])
+    if values["xchat_private_keys"] and missing:
+        problems.append("X Chat (XCHAT_PRIVATE_KEYS) needs X's keys: " + ", ".join(missing))
     if values["trigger_pattern"]:
         try:
             re.compile(values["trigger_pattern"])
@@ -101,13 +104,34 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
             + ". Set them in the environment or in a .env file; .env.example lists every setting."
         )
     return Settings(
-        consumer_key=config("CONSUMER_KEY").strip(),
-        consumer_secret=config("CONSUMER_SECRET").strip(),
-        access_token=config("ACCESS_TOKEN").strip(),
-        access_token_secret=config("ACCESS_TOKEN_SECRET").strip(),
+        consumer_key=config("CONSUMER_KEY", default="").strip(),
+        consumer_secret=config("CONSUMER_SECRET", default="").strip(),
+        access_token=config("ACCESS_TOKEN", default="").strip(),
+        access_token_secret=config("ACCESS_TOKEN_SECRET", default="").strip(),
         bearer_token=config("BEARER_TOKEN", default="").strip(),
+        channels=channels,
         **values,
     )
+
+
+def _channels(config, problems: list[str]) -> dict[str, dict[str, str]]:
+    """The settings of each channel beside X that is on (all its required settings set); a
+    channel with only some of them is a problem that names the missing ones."""
+    from catbot.channels import channel_classes
+
+    found = {}
+    for name, cls in channel_classes().items():
+        values = {key: config(key, default="").strip() for key in cls.required}
+        missing = [key for key, value in values.items() if not value]
+        if len(missing) == len(values):
+            continue
+        if missing:
+            problems.append(f"{name} needs {', '.join(missing)} too (set all of {', '.join(cls.required)}, "
+                            f"or none to leave {name} off)")
+            continue
+        values.update({key: config(key, default="").strip() or default for key, default in cls.optional.items()})
+        found[name] = values
+    return found
 
 
 def xchat_problems(blob: str, version: str) -> list[str]:

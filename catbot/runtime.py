@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 import catfacts
 from catbot.budget import estimated_spend, utc_day
+from catbot.channels import enabled_channels
 from catbot.events import X_DM
 from catbot.journal import Journal
 from catbot.liveness import HEARTBEAT_TTL, Heartbeats, Liveness, LockFiles, holder_id
@@ -147,7 +148,7 @@ class Upkeep:
 
         Only one process asks (a store lease); the de-duplication makes the replay safe."""
         now = self.clock()
-        if not self.settings.replay_on_start or since is None or now - since < REPLAY_AFTER_DOWNTIME:
+        if not self.settings.replay_on_start or not self.settings.x_enabled or since is None or now - since < REPLAY_AFTER_DOWNTIME:
             return
         if not self.store.try_lease("replay", 600, now):
             return
@@ -233,6 +234,8 @@ def build_runtime(settings: Settings, *, senders: Mapping[str, Sender] | None = 
             from catbot.xchat import X_CHAT, XChatSender  # the Chat XDK is loaded only when X Chat is on
 
             senders[X_CHAT] = XChatSender(settings, backend.store, clock=clock)
+        for channel in enabled_channels(settings).values():
+            senders[channel.kind] = channel.sender(backend.store, clock)
     facts = facts or catfacts.CatFactsAPI(settings.catfacts_api_url, settings.catfacts_timeout,
                                           settings.catfacts_max_length)
     replier = Replier(settings, backend.store, senders, facts, clock=clock,

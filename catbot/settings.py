@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 DEFAULT_X_API_BASE_URL = "https://api.twitter.com"
 DEFAULT_CATFACTS_API_URL = "https://catfact.ninja/fact"
@@ -41,6 +42,8 @@ class Settings:
     log_level: str = "INFO"
     xchat_private_keys: str = field(default="", repr=False)  # the bot's X Chat private-key blob (base64)
     xchat_key_version: str = ""  # the version X gave its public half
+    # Channels beside X that are on (catbot.channels), each with its settings by name; secrets inside
+    channels: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.bot_user_id:
@@ -52,6 +55,11 @@ class Settings:
     def replace(self, **changes: object) -> "Settings":
         """A copy with some fields changed (tests and tools use this)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def x_enabled(self) -> bool:
+        """X is answered when its four keys are set (required unless another channel is on)."""
+        return bool(self.consumer_key and self.consumer_secret and self.access_token and self.access_token_secret)
 
     @property
     def xchat_enabled(self) -> bool:

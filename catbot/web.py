@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from catbot import logs
+from catbot.channels import Answer, Channel, enabled_channels
 from catbot.events import X_CHAT, parse_delivery
 from catbot.logs import event
 from catbot.runtime import Runtime, build_runtime
@@ -58,6 +59,15 @@ def _runtime() -> Runtime:
 
 def _error(message: str, status: int):
     return jsonify(error=message), status
+
+
+@webhook.before_request
+def _x_is_on():
+    """With only other channels configured, X's routes do not exist (no secret to check with)."""
+    if request.endpoint in ("webhook.crc_challenge", "webhook.receive_delivery") and \
+            not _runtime().settings.x_enabled:
+        return _error("not found", 404)
+    return None
 
 
 @webhook.get("/webhook/twitter")
@@ -125,6 +135,55 @@ def receive_delivery():
     return _accepted()
 
 
+def _channel(name: str) -> Channel:
+    channel = current_app.extensions["catbot.channels"].get(name)
+    if channel is None:
+        abort(404)
+    return channel
+
+
+def _answer(answer: Answer) -> Response:
+    if answer.content_type != "application/json":
+        return Response(answer.body or b"", status=answer.status, content_type=answer.content_type)
+    body = answer.body if answer.body is not None else ({"status": "ok"} if answer.status == 200 else
+                                                        {"error": answer.reason})
+    return Response(json.dumps(body), status=answer.status, mimetype="application/json")
+
+
+@webhook.get("/webhook/<name>")
+def channel_handshake(name: str):
+    """A platform's subscription check (Messenger's ``hub.challenge``), where it has one."""
+    answer = _channel(name).handshake(request.args)
+    if answer.status != 200:
+        event(log, "handshake.rejected", logging.WARNING, channel=name, reason=answer.reason)
+    return _answer(answer)
+
+
+@webhook.post("/webhook/<name>")
+def channel_delivery(name: str):
+    """The same view as X's: verify -> parse -> persist -> 200, for the channel ``name``."""
+    channel, runtime = _channel(name), _runtime()
+    body = _raw_body()
+    refused = channel.verify(request.headers, body)
+    if refused is not None:
+        event(log, "delivery.rejected", logging.WARNING, channel=name, reason=refused.reason, bytes=len(body),
+              remote=request.remote_addr)
+        return _answer(refused)
+    direct = channel.respond(runtime, body)
+    if direct is not None:
+        return _answer(direct)
+    parsed = channel.parse(body, runtime.settings)
+    try:
+        recorded = runtime.accept(parsed.messages)
+    except StoreUnavailable as exc:
+        event(log, "delivery.unrecorded", logging.ERROR, channel=name, error=str(exc)[:200],
+              messages=len(parsed.messages))
+        return _error("temporarily unavailable, retry", 503)
+    event(log, "delivery.accepted", logging.INFO, channel=name, **recorded, own=parsed.own or None,
+          malformed=parsed.malformed or None, activity=",".join(k[:40] for k in parsed.other[:20]) or None)
+    return _answer(channel.accepted(parsed))
+
+
 @webhook.get("/healthz")
 def healthz():
     runtime = _runtime()
@@ -148,6 +207,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     app.extensions["catbot"] = runtime or build_runtime(settings)
+    app.extensions["catbot.channels"] = enabled_channels(settings)
     app.register_blueprint(webhook)
     app.register_error_handler(HTTPException, _http_error)
     return app

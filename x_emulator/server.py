@@ -30,6 +30,7 @@ from werkzeug.serving import make_server
 from catbot.security import crc_response_token, sign
 from x_emulator import activity, auth, chat, control, dms, replay, subscriptions, webhooks
 from x_emulator.area import EXTENSION
+from x_emulator.platforms import platform_modules
 from x_emulator.records import APIS, ActivitySubscription, Credentials, Faults, SentDM, Webhook, now_iso
 
 __all__ = ["AREAS", "Credentials", "Faults", "SentDM", "Webhook", "XEmulator"]
@@ -81,6 +82,7 @@ class XEmulator:
         self.dm_window_count = 0
         self.chat = chat.ChatState()  # X Chat: identities, public keys, conversations (see chat.py)
         self.public_key_fetches = 0  # GET /2/users/:id/public_keys calls, so tests see the bot's caching
+        self.platforms: dict[str, object] = {}  # other platforms' state, by name (see platform())
         self.lock = threading.RLock()  # over all the state above; the product areas take it too
         self._changed = threading.Condition(self.lock)
         self._ids = itertools.count(1_800_000_000_000_000_001 + secrets.randbelow(10**12))
@@ -92,6 +94,13 @@ class XEmulator:
         self.app = self._build_app()
 
     # -- Python API -------------------------------------------------------------------------------
+    def platform(self, name: str):
+        """The state of another platform the emulator plays (``x_emulator.platforms``)."""
+        with self.lock:
+            if name not in self.platforms:
+                self.platforms[name] = platform_modules()[name].State(self)
+            return self.platforms[name]
+
     def next_id(self) -> str:
         return str(next(self._ids))
 
@@ -302,6 +311,8 @@ class XEmulator:
         app.extensions[EXTENSION] = self
         for area in AREAS:
             app.register_blueprint(area)
+        for module in platform_modules().values():  # Messenger, LINE, Telegram, Dialogflow
+            app.register_blueprint(module.bp)
         return app
 
     def _deliver_outbox(self) -> None:
