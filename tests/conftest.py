@@ -61,7 +61,8 @@ def client(app):
 # The fast tier (`make test-fast`, `pytest -m "not processes"`) is every test that needs no
 # process or server of its own; the emulator and the facts API stub run in threads.
 PROCESS_MODULES = {"test_gunicorn", "test_scale", "test_faults", "test_load", "test_demo", "test_slow_clients",
-                   "test_register_webhook", "test_xchat_processes", "test_xchat_setup"}
+                   "test_register_webhook", "test_xchat_processes", "test_xchat_setup",
+                   *(f"test_channel_{name}_processes" for name in ("messenger", "line", "telegram", "dialogflow"))}
 PROCESS_FIXTURES = {"redis_server", "redis_url", "small_disk"}
 
 

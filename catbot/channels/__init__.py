@@ -54,6 +54,15 @@ class Parsed:
     other: list[str] = field(default_factory=list)  # event types acknowledged and ignored
 
 
+class PlatformRefused(Exception):
+    """A platform's API refused a set-up call (``register_webhook.py <name> ...`` exits 1 with
+    ``reason``, ``detail`` and ``advice``, like X's refusals); ``status`` None: unreachable."""
+
+    def __init__(self, status: int | None, reason: str, detail: str, advice: str = "") -> None:
+        self.status, self.reason, self.detail, self.advice = status, reason, detail, advice
+        super().__init__(f"{reason}: {detail}")
+
+
 class Channel:
     """One platform. Subclasses set the class attributes and override what their platform has."""
 
@@ -98,6 +107,19 @@ class Channel:
 
     # -- the far end ------------------------------------------------------------------------------
     def sender(self, store: Store, clock: Callable[[], float]) -> Sender:
+        raise NotImplementedError
+
+    # -- set-up (register_webhook.py <name> <command>) ---------------------------------------------
+    setup_commands: ClassVar[Mapping[str, str]] = {}  # command -> one-line help; none: nothing to set up
+
+    @classmethod
+    def add_setup_arguments(cls, command: str, parser: Any) -> None:
+        """Arguments of a set-up command (an argparse parser), e.g. the webhook URL."""
+
+    def run_setup(self, command: str, args: Any, report: Any) -> None:
+        """Run a set-up command. ``report.say(line)`` / ``report.warn(line)`` print (or collect
+        for ``--json``), ``report.result`` is the JSON result and ``report.changed`` whether
+        anything changed. Raises PlatformRefused when the platform refuses or cannot be reached."""
         raise NotImplementedError
 
 
