@@ -25,8 +25,9 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not processes" -q
 
 ## demo: the whole bot offline: X emulator + gunicorn app:app + register_webhook.py setup + a chat
+## (X DMs and X Chat; CHANNEL=telegram, line, messenger or dialogflow chats on that platform instead)
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(CHANNEL),--channel $(CHANNEL))
 
 ## bench: the figures in docs/performance.md (about 3 minutes, loopback only; installs wrk)
 bench: $(STAMP)

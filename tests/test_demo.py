@@ -41,3 +41,19 @@ def test_demo_chat_from_piped_input():
     assert "registered webhook" in out and "subscribed the bot account" in out
     assert "X delivers the bot's DMs as dm.received events of the X Activity API" in out  # make demo's default
     assert _started_by(marker) == set()  # nothing left running
+
+
+def test_demo_chats_over_x_chat_end_to_end_encrypted_after_making_the_keys():
+    """``/xchat`` switches the conversation to X Chat: the demo made and registered the bot's
+    keys with ``register_webhook.py xchat-keys``, and the emulator decrypted each reply as the user."""
+    env = {k: v for k, v in os.environ.items() if k != "CATFACTS_API_URL"}
+    env["CATFACTS_API_URL"] = ""
+    result = subprocess.run([sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, timeout=120,
+                            input="/xchat\nhelp\nstop\nhi\nstart\n/dm\nhelp\n", capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "register_webhook.py xchat-keys" in out and "to chat.received through the X Activity API" in out
+    over_chat = out.split("(now writing as an X Chat message", 1)[1].split("(now writing as a legacy DM", 1)[0]
+    assert HELP_TEXT.splitlines()[0] in over_chat and STOP_TEXT in over_chat and START_TEXT in over_chat
+    assert over_chat.split("you> hi\n", 1)[1].startswith("bot> (no reply)")
+    assert HELP_TEXT.splitlines()[0] in out.split("(now writing as a legacy DM", 1)[1]  # DMs still answered
