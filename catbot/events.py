@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from catbot.replies import Intent, classify
+from catbot.replies import MAX_TEXT, Intent, classify
 from catbot.store import Inbound
 from catbot.xchat import X_CHAT, Sealed, account
 
@@ -22,14 +22,17 @@ from catbot.xchat import X_CHAT, Sealed, account
 # would be the bot's own id answered as another user, "018" a replay that dodges "18".
 # Leading zeros (and "0" itself) are therefore malformed. ASCII digits only; used with fullmatch.
 _ID = re.compile(r"[1-9][0-9]{0,24}")
-MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it.
 X_DM = "x_dm"  # the kind of message this module makes (catbot.store.Inbound.kind)
 XAA_DM_EVENTS = frozenset({"dm.received", "dm.sent"})  # X Activity API types that carry legacy DMs
 XAA_CHAT_EVENT = "chat.received"  # an X Chat message to the account (chat.sent: its own, ignored)
 _MESSAGE_ID = re.compile(r"[0-9A-Za-z-]{1,64}")  # X Chat message ids are UUIDs
 _CONVERSATION = re.compile(r"[1-9][0-9]{0,24}[:-][1-9][0-9]{0,24}|g[1-9][0-9]{0,24}")
 _VERSION = re.compile(r"[1-9][0-9]{0,24}")
-_BASE64 = re.compile(r"[A-Za-z0-9+/=_-]{4,262144}")  # an event's ciphertext, well under the body limit
+# An X Chat message is at most X's 10,000 characters: its event, encrypted and framed, is under
+# 64 KiB of base64 even in 4-byte characters. The bounds keep a sealed record far below what a
+# journal import reads at once (catbot.journal.READ_LIMIT): a longer line would never be whole.
+_EVENT = re.compile(r"[A-Za-z0-9+/=_-]{4,65536}")
+_KEY_CHANGE = re.compile(r"[A-Za-z0-9+/=_-]{4,16384}")  # a one-to-one key change is about 1 KiB
 MAX_TOKEN = 8192
 _AAA_DM_KEYS = frozenset({"for_user_id", "direct_message_events", "users", "apps"})
 
@@ -84,8 +87,8 @@ def _chat(for_user_id: str, payload: Any) -> IncomingChat:
     if not (isinstance(conversation, str) and _CONVERSATION.fullmatch(conversation)
             and isinstance(version, str) and _VERSION.fullmatch(version)):
         raise ValueError("chat message without a usable conversation or key version")
-    if not (isinstance(encoded, str) and _BASE64.fullmatch(encoded)) or \
-            not (key_change is None or isinstance(key_change, str) and _BASE64.fullmatch(key_change)):
+    if not (isinstance(encoded, str) and _EVENT.fullmatch(encoded)) or \
+            not (key_change is None or isinstance(key_change, str) and _KEY_CHANGE.fullmatch(key_change)):
         raise ValueError("chat message without a usable encoded event")
     if not (token is None or isinstance(token, str) and len(token) <= MAX_TOKEN):
         raise ValueError("chat message with an unusable conversation token")

@@ -41,6 +41,7 @@ from catbot.store import Inbound, RecordResult, StoreUnavailable
 
 ROTATE_BYTES = 8 * 1024 * 1024
 READ_LIMIT = 256 * 1024  # bytes of one file per import transaction: about 3,000 messages
+MAX_PAYLOAD = READ_LIMIT // 2  # an import takes whole lines only: no line may come near READ_LIMIT
 SUFFIX = ".jsonl"
 OPENING_SUFFIX = ".opening"  # a file being created: not yet locked, so not yet a journal
 
@@ -61,6 +62,8 @@ def _line(m: Inbound, now: float) -> str:
     if not all(_TOKEN.fullmatch(f) for f in fields):
         raise ValueError(f"journal ids must be plain ASCII tokens, not {fields!r}")
     payload = "null" if m.payload is None else json.dumps(m.payload)
+    if len(payload) > MAX_PAYLOAD:  # the parsers bound payloads far below this; a longer line would
+        raise ValueError(f"a payload of {len(payload)} characters cannot be journaled")  # never import
     return (f'["{m.for_user_id}","{m.event_id}","{m.user_id}","{m.intent.value}",'
             f'{int(m.created_ms)},{float(now)!r},"{m.kind}",{payload}]\n')
 

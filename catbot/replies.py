@@ -56,8 +56,13 @@ def _strip_decoration(text: str) -> str:
     return word or ("?" if "?" in text else "")
 
 
+MAX_TEXT = 10_000  # X's own DM length limit; longer text is cut before any regex sees it
+
+
 def classify(text: str, trigger: re.Pattern[str] | None = None) -> Intent:
-    """The intent of one DM. Media-only DMs (empty text) ask for a fact like any other."""
+    """The intent of one DM. Media-only DMs (empty text) ask for a fact like any other. Only
+    the first ``MAX_TEXT`` characters count, so no message makes ``TRIGGER_PATTERN`` run long."""
+    text = text[:MAX_TEXT]
     word = _strip_decoration(text) if len(text) <= 200 else ""
     if word in COMMANDS:
         return COMMANDS[word]

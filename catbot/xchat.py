@@ -41,7 +41,7 @@ from catbot.outbound import Outcome, SendResult
 from catbot.replies import Intent, classify
 from catbot.settings import Settings
 from catbot.store import Batch, Store, StoreUnavailable
-from catbot.xclient import build_session, rate_limited, rate_windows
+from catbot.xclient import DEFAULT_RETRY_AFTER, build_session, rate_limited, rate_windows
 
 X_CHAT = "x_chat"  # the kind of message (catbot.store.Inbound.kind)
 API = "https://api.twitter.com"  # signed as this; X_API_BASE_URL is honoured by the transport
@@ -105,16 +105,63 @@ class Refused(Exception):
 
 
 class XUnavailable(Exception):
-    """X could not be asked for public keys (network, 5xx, 429): try the batch again later."""
+    """X could not be asked for public keys (network, 5xx, 429, our credentials refused): try
+    the batch again later; ``retry_at`` is X's reset time after a 429."""
+
+    def __init__(self, why: str, retry_at: float | None = None) -> None:
+        super().__init__(why)
+        self.retry_at = retry_at
+
+
+def canonical(conversation_id: str) -> str:
+    """One spelling per conversation: a one-to-one as ``low:high`` (the Chat XDK's own), whatever
+    separator and order a delivery used (X's samples use ``b:a`` and ``a-b``); a group as is."""
+    if conversation_id.startswith("g"):
+        return conversation_id
+    return ":".join(sorted(re.split(r"[:-]", conversation_id), key=int))
 
 
 def conversation_path_id(conversation_id: str) -> str:
     """The conversation's id as the messages endpoint takes it: ``a-b`` for a one-to-one."""
-    return conversation_id.replace(":", "-")
+    return canonical(conversation_id).replace(":", "-")
 
 
 def _members(conversation_id: str) -> set[str]:
     return set(re.split(r"[:-]", conversation_id))
+
+
+_KEY_FIELDS = ("public_key", "public_key_version", "signing_public_key", "identity_public_key_signature")
+
+
+def _signing_entries(user_id: str, answer: requests.Response, now: float) -> list[dict[str, str]] | None:
+    """The SDK's signing-key entries from X's answer to ``GET /2/users/:id/public_keys``: every
+    registration the user has (a second device verifies with an older one), None when X has
+    none. Anything X should not have said is XUnavailable, never a crash or another's refusal."""
+    status = answer.status_code
+    if status == 429:
+        try:
+            reset = float(answer.headers.get("x-rate-limit-reset", ""))
+        except ValueError:
+            reset = 0.0
+        raise XUnavailable("HTTP 429", reset if reset > now else now + DEFAULT_RETRY_AFTER)
+    if status >= 500 or status in (401, 403):  # X's trouble, or our credentials: not the user's doing
+        raise XUnavailable(f"HTTP {status}")
+    if status == 404:
+        return None
+    try:
+        body = answer.json()
+    except ValueError:
+        raise XUnavailable("unreadable answer") from None
+    keys = body.get("data") if isinstance(body, dict) else None
+    if keys is None and isinstance(body, dict) and "errors" in body:
+        return None  # X's not-found form: the user registered no X Chat key
+    if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+        raise XUnavailable("unreadable answer")
+    entries = [{"user_id": user_id, "public_key": k["signing_public_key"], "public_key_version": k["public_key_version"],
+                "identity_public_key": k["public_key"], "identity_public_key_signature": k["identity_public_key_signature"],
+                "signing_public_key": k["signing_public_key"]}
+               for k in keys if all(isinstance(k.get(f), str) and k.get(f) for f in _KEY_FIELDS)]
+    return entries or None
 
 
 class XChatIdentity:
@@ -131,54 +178,50 @@ class XChatIdentity:
         self._auth = OAuth1(settings.consumer_key, settings.consumer_secret, settings.access_token,
                             settings.access_token_secret)
         self._lock = threading.RLock()
-        self._signing: dict[str, tuple[dict[str, str], float]] = {}  # user id -> (SDK entry, fetched at)
+        self._signing: dict[str, tuple[list[dict[str, str]], float]] = {}  # user -> (SDK entries, fetched at)
         self._keys: dict[str, dict[str, bytes]] = {}  # conversation -> key version -> key
+        self._learned: dict[str, set[str]] = {}  # conversation -> kept key changes already tried
 
     # -- participants' keys ---------------------------------------------------------------------
-    def _fetch_signing_key(self, user_id: str) -> dict[str, str] | None:
+    def _fetch_signing_keys(self, user_id: str) -> list[dict[str, str]] | None:
         try:
             answer = self._http.get(f"{API}/2/users/{user_id}/public_keys", auth=self._auth,
                                     params={"public_key.fields": KEY_FIELDS})
         except requests.RequestException as exc:
             raise XUnavailable(type(exc).__name__) from None
-        if answer.status_code == 429 or answer.status_code >= 500:
-            raise XUnavailable(f"HTTP {answer.status_code}")
-        try:
-            keys = answer.json().get("data") if answer.status_code == 200 else None
-        except ValueError:
-            raise XUnavailable("unreadable answer") from None
-        if not keys:
-            return None
-        key = max(keys, key=lambda k: int(k.get("public_key_version") or 0))  # the newest registration
-        return {"user_id": user_id, "public_key": key.get("signing_public_key", ""),
-                "public_key_version": key.get("public_key_version", ""),
-                "identity_public_key": key.get("public_key", ""),
-                "identity_public_key_signature": key.get("identity_public_key_signature", ""),
-                "signing_public_key": key.get("signing_public_key", "")}
+        return _signing_entries(user_id, answer, self.clock())
 
-    def _ensure_signing_keys(self, user_ids: set[str], refresh: bool = False) -> None:
+    def _use_signing_keys(self, members: set[str], refresh: bool = False) -> None:
+        """Give the SDK exactly the members' signing keys, so nothing signed by anyone else
+        verifies (the SDK replaces the whole set on each call)."""
         now = self.clock()
-        changed = False
-        for user_id in sorted(user_ids):
+        for user_id in sorted(members):
             known = self._signing.get(user_id)
             age = now - known[1] if known else None
             if known is None or age > SIGNING_KEYS_TTL or (refresh and age > REFETCH_AFTER):
-                entry = self._fetch_signing_key(user_id)
-                if entry is None:
+                entries = self._fetch_signing_keys(user_id)
+                if entries is None:
                     raise Refused(f"user {user_id} has no X Chat keys")
-                self._signing[user_id] = (entry, now)
-                changed = True
-        if changed:  # the SDK replaces the whole set on each call
-            self._chat.set_signing_keys([entry for entry, _ in self._signing.values()])
+                self._signing[user_id] = (entries, now)
+        try:
+            self._chat.set_signing_keys([e for user_id in sorted(members) for e in self._signing[user_id][0]])
+        except Exception:  # noqa: BLE001 - keys X gave that the SDK will not take: this conversation only
+            raise Refused("a participant's public keys are unusable") from None
 
     # -- conversation keys ------------------------------------------------------------------------
-    def _take_key_change(self, conversation_id: str, key_change: str) -> list[str]:
-        """Verify a key change and learn its keys; the versions it gave (none: it failed)."""
+    def _learn(self, conversation_id: str, members: set[str], key_change: str) -> list[str]:
+        """Verify a key change made by a member for this conversation and learn its keys; the
+        versions it gave (none: refused). The SDK hands over the key of a key change whose
+        signature failed (reported only in ``errors``), so any error refuses it."""
         try:
             opened = self._chat.decrypt_events([key_change])
         except Exception:  # noqa: BLE001 - the SDK raises ValueError and its own errors alike
             return []
-        if opened.get("errors"):
+        messages = opened.get("messages") or []
+        change = messages[0].get("event") if len(messages) == 1 and isinstance(messages[0], dict) else None
+        if opened.get("errors") or not isinstance(change, dict) or change.get("type") != "KeyChange" or \
+                change.get("verified") is not True or change.get("sender_id") not in members or \
+                canonical(str(change.get("conversation_id") or "0")) != conversation_id:
             return []
         keys = (opened.get("conversation_keys") or {}).get("keys") or {}
         self._keys.setdefault(conversation_id, {}).update(keys)
@@ -187,10 +230,11 @@ class XChatIdentity:
     def _key(self, conversation_id: str, version: str, members: set[str]) -> bytes:
         keys = self._keys.get(conversation_id, {})
         if version not in keys:
-            for kept_version, kept in self.store.chat_key_changes(conversation_id).items():
-                if kept_version not in keys:
-                    self._ensure_signing_keys(members)
-                    self._take_key_change(conversation_id, kept)
+            tried = self._learned.setdefault(conversation_id, set())
+            for change_id, kept in self.store.chat_key_changes(conversation_id).items():
+                if change_id not in tried:
+                    tried.add(change_id)
+                    self._learn(conversation_id, members, kept)
             keys = self._keys.get(conversation_id, {})
         if version not in keys:
             raise Refused("unknown conversation key version")
@@ -202,23 +246,23 @@ class XChatIdentity:
         members = _members(sealed.conversation_id)
         if members != {self.bot_id, user_id}:
             raise Refused("not a one-to-one conversation between the sender and the bot")
+        conversation = canonical(sealed.conversation_id)
+        if sealed.key_change:  # kept first, as delivered: the conversation needs it even if this message fails
+            self.store.keep_chat_key(conversation, sealed.message_id, sealed.key_change)
         with self._lock:
-            self._ensure_signing_keys(members)
+            self._use_signing_keys(members)
             if sealed.key_change:
-                versions = self._take_key_change(sealed.conversation_id, sealed.key_change)
-                if not versions:
-                    self._ensure_signing_keys(members, refresh=True)
-                    versions = self._take_key_change(sealed.conversation_id, sealed.key_change)
-                if not versions:
-                    raise Refused("the key change did not verify")
-                for version in versions:
-                    self.store.keep_chat_key(sealed.conversation_id, version, sealed.key_change)
-            key = self._key(sealed.conversation_id, sealed.key_version, members)
+                self._learned.setdefault(conversation, set()).add(sealed.message_id)
+                if not self._learn(conversation, members, sealed.key_change):
+                    self._use_signing_keys(members, refresh=True)
+                    if not self._learn(conversation, members, sealed.key_change):
+                        raise Refused("the key change did not verify")
+            key = self._key(conversation, sealed.key_version, members)
             message = self._decrypt(sealed, {sealed.key_version: key}, members)
         if message.get("type") != "Message":
             raise Refused(f"not a message ({str(message.get('type'))[:40]})")
         if (message.get("sender_id"), message.get("id")) != (user_id, sealed.message_id) or \
-                _members(str(message.get("conversation_id"))) != members:
+                canonical(str(message.get("conversation_id") or "0")) != conversation:
             raise Refused("the event does not match its delivery")
         content = message.get("content") or {}
         return str(content.get("text") or "")
@@ -232,20 +276,20 @@ class XChatIdentity:
             except Exception:  # noqa: BLE001 - tampered, forged, or keys we lack: the SDK fails closed
                 pass
             if attempt == 1:  # the sender may have new keys: ask X once, then give up
-                self._ensure_signing_keys(members, refresh=True)
+                self._use_signing_keys(members, refresh=True)
         raise Refused("the message did not decrypt or verify")
 
     def seal_reply(self, sealed: Sealed, text: str):
-        """``text`` encrypted as a reply to the message ``sealed``, with the conversation's newest
-        key; the SDK's SendPayload (message_id, encrypted_content, encoded_event_signature)."""
+        """``text`` encrypted as a reply to the message ``sealed``, under that message's key
+        version (the user holds it; a newer one may not have reached their device); the SDK's
+        SendPayload (message_id, encrypted_content, encoded_event_signature)."""
+        members = _members(sealed.conversation_id)
+        conversation = canonical(sealed.conversation_id)
         with self._lock:
-            keys = self._keys.get(sealed.conversation_id) or {}
-            if not keys:
-                self._key(sealed.conversation_id, sealed.key_version, _members(sealed.conversation_id))
-                keys = self._keys[sealed.conversation_id]
-            version = max(keys, key=int)
-            return self._chat.encrypt_reply(sealed.conversation_id, text, sealed.encoded_event,
-                                            conversation_key=keys[version], conversation_key_version=version)
+            self._use_signing_keys(members)
+            key = self._key(conversation, sealed.key_version, members)
+            return self._chat.encrypt_reply(conversation, text, sealed.encoded_event,
+                                            conversation_key=key, conversation_key_version=sealed.key_version)
 
 
 class XChatSender:
@@ -260,6 +304,8 @@ class XChatSender:
         self.identity = identity or XChatIdentity(settings, store, clock=clock)
         self._http = self.identity._http
         self._auth = self.identity._auth
+        self._memo_lock = threading.Lock()
+        self._refused_seqs: dict[int, None] = {}  # messages refused by this process (bounded, oldest out)
 
     def open(self, batch: Batch) -> Batch | SendResult:
         """The batch with each sealed message's intent decided from its text, and each refused
@@ -272,30 +318,43 @@ class XChatSender:
                 continue
             try:
                 sealed = Sealed.loads(payload or "")
-                text = self.identity.open(sealed, batch.user_id)
-                intents[i] = classify(text, trigger)
-                del text
+                intents[i] = classify(self.identity.open(sealed, batch.user_id), trigger)
             except XUnavailable as exc:
+                if exc.retry_at is not None:
+                    return SendResult(Outcome.RATE_LIMITED, 429, f"public keys: {exc}", exc.retry_at)
                 return SendResult(Outcome.RETRY, None, f"public keys: {exc}")
-            except (Refused, ValueError, KeyError, TypeError) as exc:
-                reason = str(exc) if isinstance(exc, Refused) else "unreadable record"
+            except Exception as exc:  # noqa: BLE001 - Refused, an unreadable record, or the SDK's surprise:
+                # this message is not answered, and the batch is never stuck on it
                 intents[i], payloads[i] = Intent.IGNORE, None
-                event(log, "xchat.refused", logging.WARNING, reason=reason, user=batch.user_id)
-                try:
-                    self.store.count(REFUSED_COUNTER)
-                except StoreUnavailable:
-                    pass  # the count is for operators; the refusal itself stands
+                self._refused(batch, i, str(exc) if isinstance(exc, Refused) else
+                              f"unreadable ({type(exc).__name__})")
         return replace(batch, intents=tuple(intents), payloads=tuple(payloads))
+
+    def _refused(self, batch: Batch, index: int, reason: str) -> None:
+        """One log line and one count per refused message, though its batch may be opened again
+        (a retried send, a crash): the refusal is not written back to the store."""
+        with self._memo_lock:
+            if batch.seqs[index] in self._refused_seqs:
+                return
+            self._refused_seqs[batch.seqs[index]] = None
+            while len(self._refused_seqs) > 10_000:
+                self._refused_seqs.pop(next(iter(self._refused_seqs)))
+        event(log, "xchat.refused", logging.WARNING, reason=reason, user=batch.user_id)
+        try:
+            self.store.count(REFUSED_COUNTER)
+        except StoreUnavailable:
+            pass  # the count is for operators; the refusal itself stands
 
     def send(self, batch: Batch, text: str) -> SendResult:
         now = self.clock()
         sealed = Sealed.loads(next(p for p in reversed(batch.payloads) if p))
         try:
             reply = self.identity.seal_reply(sealed, text)
-        except Refused as exc:
-            return SendResult(Outcome.REJECTED, None, str(exc))
         except XUnavailable as exc:
             return SendResult(Outcome.RETRY, None, f"public keys: {exc}")
+        except Exception as exc:  # noqa: BLE001 - Refused or the SDK's own error: retrying will not help
+            return SendResult(Outcome.REJECTED, None, str(exc) if isinstance(exc, Refused) else
+                              f"could not encrypt the reply ({type(exc).__name__})")
         body = {"message_id": reply.message_id, "encoded_message_create_event": reply.encrypted_content,
                 "encoded_message_event_signature": reply.encoded_event_signature}
         if sealed.conversation_token:

@@ -142,3 +142,11 @@ def test_with_x_chat_off_a_chat_message_is_acknowledged_and_not_kept(emulator, s
         assert any("xchat_off=1" in r.getMessage() for r in handler.records)
     finally:
         server.stop()
+
+
+def test_the_longest_message_x_allows_is_answered(bot, emulator):
+    """10,000 characters of four bytes each: the largest event X can deliver fits the bounds the
+    webhook puts on sealed records (which keep a journal line far below what an import reads)."""
+    say(emulator, bot, "🐈" * 10_000)
+    drain(bot.app)
+    assert len(replies(emulator)) == 1

@@ -151,13 +151,16 @@ class Store(Protocol):
         """Add ``n`` to a counter that ``/healthz`` shows: something that went wrong and was
         handled (an X Chat event refused, say), so an operator sees it without reading logs."""
 
-    def keep_chat_key(self, conversation_id: str, version: str, key_change: str) -> None:
+    def keep_chat_key(self, conversation_id: str, change_id: str, key_change: str) -> None:
         """Keep an X Chat conversation key change event, as X delivered it (base64, its key
-        wrapped for the bot's identity key): any process holding the private keys can open it
-        later, and nobody else can. Keeping one twice is a no-op."""
+        wrapped for the bot's identity key), under the id of the message that carried it: any
+        process holding the private keys can open it later, and nobody else can. It is kept
+        before it is verified (the conversation needs it even if its message is never answered),
+        so whoever reads it verifies it. Keeping one twice is a no-op."""
 
     def chat_key_changes(self, conversation_id: str) -> dict[str, str]:
-        """The kept key change events of a conversation, by key version."""
+        """The kept key change events of a conversation, by the id of the message that carried
+        each (oldest first on SQLite)."""
 
     def health(self) -> dict[str, object]:
         """``backend``, ``pending_messages``, ``users_waiting`` and counters, for ``/healthz``."""

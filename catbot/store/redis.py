@@ -18,7 +18,7 @@ Keys (prefix ``catbot:``):
     day:<YYYY-MM-DD>          hash: received, sent (UTC day; spend and DAILY_SEND_LIMIT), expires
     lease:<name>, mark:<name> coordination; alive:<holder> liveness (catbot.liveness)
     counters                  hash: what went wrong and was handled, for /healthz
-    chatkeys:<conversation>   hash: key version -> X Chat key change event as delivered
+    chatkeys:<conversation>   hash: message id -> X Chat key change event as delivered
 """
 from __future__ import annotations
 
@@ -365,8 +365,8 @@ return old
         old = self._run(self._MARK, [now], keys=[f"catbot:mark:{name}"])
         return float(old) if old else None
 
-    def keep_chat_key(self, conversation_id: str, version: str, key_change: str) -> None:
-        self._do(self.client.hsetnx, f"catbot:chatkeys:{conversation_id}", version, key_change)
+    def keep_chat_key(self, conversation_id: str, change_id: str, key_change: str) -> None:
+        self._do(self.client.hsetnx, f"catbot:chatkeys:{conversation_id}", change_id, key_change)
 
     def chat_key_changes(self, conversation_id: str) -> dict[str, str]:
         found = self._do(self.client.hgetall, f"catbot:chatkeys:{conversation_id}")

@@ -40,6 +40,9 @@ create table if not exists catbot_counters (  -- what went wrong and was handled
     name text primary key, value integer not null);
 create table if not exists catbot_daily (  -- per UTC day: messages received (new events) and replies sent
     day text primary key, received integer not null default 0, sent integer not null default 0);
+create table if not exists catbot_chat_keys (  -- X Chat key change events as delivered (wrapped for the bot)
+    conversation_id text not null, change_id text not null, key_change text not null, kept_at real not null,
+    primary key (conversation_id, change_id)) without rowid;
 insert or ignore into catbot_flags (name, value) values ('wake', 0);
 
 -- @staging
@@ -49,6 +52,3 @@ create temp table if not exists catbot_incoming (
     n integer primary key, kind text not null, for_user_id text not null, event_id text not null,
     user_id text not null, intent text not null, created_ms integer not null, received_at real not null,
     payload text, fresh integer not null default 0);
-create table if not exists catbot_chat_keys (  -- X Chat key change events as delivered (encrypted to the bot)
-    conversation_id text not null, version text not null, key_change text not null, kept_at real not null,
-    primary key (conversation_id, version)) without rowid;

@@ -380,14 +380,14 @@ class SqliteStore:
         with self._tx() as db:
             self._count(db, name, n)
 
-    def keep_chat_key(self, conversation_id: str, version: str, key_change: str) -> None:
+    def keep_chat_key(self, conversation_id: str, change_id: str, key_change: str) -> None:
         with self._tx() as db:
-            db.execute("insert or ignore into catbot_chat_keys (conversation_id, version, key_change, kept_at)"
-                       " values (?, ?, ?, ?)", (conversation_id, version, key_change, time.time()))
+            db.execute("insert or ignore into catbot_chat_keys (conversation_id, change_id, key_change, kept_at)"
+                       " values (?, ?, ?, ?)", (conversation_id, change_id, key_change, time.time()))
 
     def chat_key_changes(self, conversation_id: str) -> dict[str, str]:
-        return dict(self._read("select version, key_change from catbot_chat_keys where conversation_id = ?",
-                               (conversation_id,)))
+        return dict(self._read("select change_id, key_change from catbot_chat_keys where conversation_id = ?"
+                               " order by kept_at", (conversation_id,)))
 
     @staticmethod
     def _count(db: sqlite3.Connection, name: str, n: int) -> None:
