@@ -30,6 +30,8 @@ from typing import Any, Callable
 from api_config import SettingsError, load_settings
 from catbot.account_activity import AccountActivity, XRefused, XUnreachable
 from catbot.activity_api import CHATS, DMS, TAG, ActivityAPI, is_bot_chats, is_bot_dms
+from catbot.channels import PlatformRefused, channel_classes
+from catbot.settings import Settings
 
 MAX_REPLAY = 24 * 3600
 
@@ -668,7 +670,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("xchat-keys", "make the bot's X Chat key pair, save its private keys, register its public key with X")
     sub.add_argument("--out", metavar="FILE", help="save the private keys (a secret) in this new file, mode 600; "
                      "a retry with the same FILE registers the same key")
+    for name, cls in channel_classes().items():  # each platform's own set-up (catbot/channels/<name>.py)
+        if not cls.setup_commands:
+            continue
+        platform = add(name, f"{name}'s own set-up: {', '.join(cls.setup_commands)}")
+        verbs = platform.add_subparsers(dest="channel_command", required=True, metavar="COMMAND")
+        for verb, help_ in cls.setup_commands.items():
+            sub = verbs.add_parser(verb, help=help_, description=help_)
+            sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+            cls.add_setup_arguments(verb, sub)
     return parser
+
+
+def run_channel(settings: Settings, report: Report, args: argparse.Namespace) -> None:
+    """``register_webhook.py <channel> <command>``: the platform's set-up, by its channel."""
+    cls = channel_classes()[args.command]
+    if args.command not in settings.channels:
+        raise Usage(f"{args.command} is off: set {', '.join(cls.required)} (in the environment or .env) first")
+    cls(settings.channels[args.command]).run_setup(args.channel_command, args, report)
 
 
 def _dispatch(api: AccountActivity, report: Report, args: argparse.Namespace) -> None:
@@ -698,7 +717,11 @@ def run(argv: list[str] | None = None, api_factory: Callable[..., AccountActivit
     report = Report(args.json)
     code = 0
     try:
-        _dispatch(api_factory(load_settings()), report, args)
+        settings = load_settings()
+        if args.command in channel_classes():
+            run_channel(settings, report, args)
+        else:
+            _dispatch(api_factory(settings), report, args)
     except (Usage, SettingsError) as exc:
         code, error = 2, {"reason": "usage", "detail": str(exc)}
         if not args.json:
@@ -708,11 +731,12 @@ def run(argv: list[str] | None = None, api_factory: Callable[..., AccountActivit
                           "advice": unreachable.advice}
         if not args.json:
             print(f"error: {unreachable}; {unreachable.advice}", file=sys.stderr)
-    except XRefused as refused:
+    except (XRefused, PlatformRefused) as refused:  # X's verdict, or another platform's (a channel's set-up)
         code, error = 1, {"reason": refused.reason, "status": refused.status, "detail": refused.detail,
                           "advice": refused.advice}
         if not args.json:
-            print(f"X refused: {refused.reason}: {refused.detail}", file=sys.stderr)
+            who = "X" if isinstance(refused, XRefused) else args.command
+            print(f"{who} refused: {refused.reason}: {refused.detail}", file=sys.stderr)
             if refused.advice:
                 print(f"next step: {refused.advice}", file=sys.stderr)
             for warning in report.warnings:

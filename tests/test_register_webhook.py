@@ -524,3 +524,21 @@ def test_replay_refusals_come_with_advice(cli, fake_x, reason, advice):
     result = fake_x_cli(cli, fake_x, "replay", "--since", "2h")
     assert result.returncode == 1
     assert f"X refused: {reason}" in result.stderr and advice in result.stderr
+
+
+def test_a_channels_own_set_up_runs_as_register_webhook_py_channel_command(cli, emulator):
+    """``register_webhook.py telegram set-webhook URL`` dispatches to the channel's set-up
+    (catbot/channels/telegram.py), with the same output conventions and exit codes."""
+    from x_emulator.platforms.telegram import DEMO_SETTINGS
+
+    telegram = emulator.platform("telegram")
+    telegram.setup(settings=DEMO_SETTINGS)
+    env = {**DEMO_SETTINGS, "TELEGRAM_API_BASE_URL": emulator.url}
+    done = cli("telegram", "set-webhook", "https://my-catfacts-bot.herokuapp.com/webhook/telegram", **env)
+    assert done.returncode == 0, done.stderr
+    assert telegram.webhook_url == "https://my-catfacts-bot.herokuapp.com/webhook/telegram"
+    info = cli("telegram", "info", "--json", **env)
+    assert info.returncode == 0 and json.loads(info.stdout)["ok"] is True
+    assert DEMO_SETTINGS["TELEGRAM_BOT_TOKEN"] not in done.stdout + done.stderr + info.stdout
+    off = cli("telegram", "info")  # without its settings the channel is off: a usage error naming them
+    assert off.returncode == 2 and "TELEGRAM_BOT_TOKEN" in off.stderr
