@@ -130,6 +130,7 @@ def _channels(config, problems: list[str]) -> dict[str, dict[str, str]]:
                             f"or none to leave {name} off)")
             continue
         values.update({key: config(key, default="").strip() or default for key, default in cls.optional.items()})
+        problems += cls.problems(values)
         found[name] = values
     return found
 

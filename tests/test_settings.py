@@ -101,3 +101,30 @@ def test_a_blob_that_does_not_load_is_named_and_never_quoted(tmp_path, bad):
         load_settings(config(tmp_path, {**FULL, "XCHAT_PRIVATE_KEYS": bad, "XCHAT_KEY_VERSION": "1700000000000"}))
     message = str(err.value)
     assert "XCHAT_PRIVATE_KEYS" in message and bad not in message
+
+
+TELEGRAM = {"TELEGRAM_BOT_TOKEN": "7000000001:AAEsetting-test-token", "TELEGRAM_SECRET_TOKEN": "a-secret_token-1"}
+
+
+def test_a_channel_with_only_some_of_its_settings_is_named_with_what_is_missing(tmp_path):
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {**FULL, "TELEGRAM_BOT_TOKEN": TELEGRAM["TELEGRAM_BOT_TOKEN"]}))
+    assert "telegram needs TELEGRAM_SECRET_TOKEN" in str(err.value)
+    assert TELEGRAM["TELEGRAM_BOT_TOKEN"] not in str(err.value)
+
+
+def test_x_keys_are_optional_when_another_channel_is_on(tmp_path):
+    s = load_settings(config(tmp_path, TELEGRAM))
+    assert not s.x_enabled and set(s.channels) == {"telegram"}
+
+
+def test_some_of_xs_keys_are_still_an_error_beside_another_channel(tmp_path):
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {**TELEGRAM, "CONSUMER_KEY": "ck"}))
+    assert "CONSUMER_SECRET, ACCESS_TOKEN, ACCESS_TOKEN_SECRET" in str(err.value)
+
+
+def test_a_channels_own_check_of_its_settings_stops_the_bot_at_start(tmp_path):
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {**TELEGRAM, "TELEGRAM_SECRET_TOKEN": "has spaces and !"}))
+    assert "TELEGRAM_SECRET_TOKEN" in str(err.value) and "has spaces" not in str(err.value)

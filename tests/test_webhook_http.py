@@ -277,3 +277,21 @@ def test_healthz_reports_store_and_backlog(app, client):
     assert body["status"] == "ok"
     assert body["store"]["ok"] is True
     assert body["backlog"] == 1
+
+
+def test_without_xs_keys_xs_routes_do_not_exist(make_app):
+    """Only another channel configured: X's secret is empty, so nothing could be checked with it
+    (and a CRC answer keyed with it would be forgeable by anyone)."""
+    app = make_app(consumer_key="", consumer_secret="", access_token="", access_token_secret="",
+                   channels={"telegram": {"TELEGRAM_BOT_TOKEN": "7000000001:AAEsome-test-token-value",
+                                          "TELEGRAM_SECRET_TOKEN": "s-1",
+                                          "TELEGRAM_API_BASE_URL": "http://127.0.0.1:9"}})
+    client = app.test_client()
+    assert client.get("/webhook/twitter?crc_token=abc").status_code == 404
+    assert post_delivery(client, dm_delivery(), secret="").status_code == 404
+    assert client.post("/webhook/telegram", data=b"{}").status_code == 401  # the channel that is on answers
+
+
+def test_a_channel_that_is_off_or_unknown_is_not_found(client):
+    assert client.post("/webhook/telegram", data=b"{}").status_code == 404
+    assert client.get("/webhook/nosuchplatform").status_code == 404

@@ -79,6 +79,13 @@ class Channel:
         shown = {k: ("***" if k in self.secrets else v) for k, v in self.values.items()}
         return f"{type(self).__name__}({shown})"
 
+    @classmethod
+    def problems(cls, values: Mapping[str, str]) -> list[str]:
+        """What is wrong with the channel's settings (``values``, every one of them, defaults
+        filled in), each naming the setting and never quoting a secret; checked at start, so
+        the bot stops with one message instead of workers failing to boot."""
+        return []
+
     def setting(self, name: str) -> str:
         return self.values[name]
 
