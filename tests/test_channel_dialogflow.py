@@ -320,6 +320,9 @@ def test_get_is_not_served(bot):
 
 
 # -- settings and the runtime ------------------------------------------------------------------------------
+A_PASSWORD = "pw-very-secret-0123456789"
+
+
 def test_a_login_without_its_password_stops_the_bot_naming_what_is_missing(tmp_path):
     with pytest.raises(SettingsError) as err:
         load_settings(config(tmp_path, {**FULL, USERNAME: "agent"}))
@@ -328,18 +331,29 @@ def test_a_login_without_its_password_stops_the_bot_naming_what_is_missing(tmp_p
 
 def test_a_password_without_its_login_stops_the_bot_and_is_never_quoted(tmp_path):
     with pytest.raises(SettingsError) as err:
-        load_settings(config(tmp_path, {**FULL, PASSWORD: "pw-very-secret"}))
-    assert "dialogflow needs DIALOGFLOW_USERNAME" in str(err.value) and "pw-very-secret" not in str(err.value)
+        load_settings(config(tmp_path, {**FULL, PASSWORD: A_PASSWORD}))
+    assert "dialogflow needs DIALOGFLOW_USERNAME" in str(err.value) and A_PASSWORD not in str(err.value)
+
+
+@pytest.mark.parametrize("values, named", [
+    ({USERNAME: "agent:one", PASSWORD: A_PASSWORD}, USERNAME),
+    ({USERNAME: "agent", PASSWORD: "short-secret"}, PASSWORD),
+])
+def test_settings_dialogflow_could_not_use_stop_the_bot_naming_them_without_their_value(tmp_path, values, named):
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {**FULL, **values}))
+    message = str(err.value)
+    assert named in message and values[PASSWORD] not in message
 
 
 def test_dialogflow_alone_is_a_whole_bot_and_its_password_is_never_shown(tmp_path, emulator):
-    loaded = load_settings(config(tmp_path, {USERNAME: "agent", PASSWORD: "pw-very-secret",
+    loaded = load_settings(config(tmp_path, {USERNAME: "agent", PASSWORD: A_PASSWORD,
                                              "SQLITE_PATH": str(tmp_path / "bot.sqlite3")}))
-    assert loaded.channels == {"dialogflow": {USERNAME: "agent", PASSWORD: "pw-very-secret", FACT_INTENTS: ""}}
-    assert "pw-very-secret" not in repr(loaded) + repr(DialogflowChannel(loaded.channels["dialogflow"]))
+    assert loaded.channels == {"dialogflow": {USERNAME: "agent", PASSWORD: A_PASSWORD, FACT_INTENTS: ""}}
+    assert A_PASSWORD not in repr(loaded) + repr(DialogflowChannel(loaded.channels["dialogflow"]))
     client = create_app(loaded).test_client()
-    assert "pw-very-secret" not in client.get("/healthz").get_data(as_text=True)
-    assert post(client, ES_SAMPLE, basic_authorization("agent", "pw-very-secret")).status_code == 200
+    assert A_PASSWORD not in client.get("/healthz").get_data(as_text=True)
+    assert post(client, ES_SAMPLE, basic_authorization("agent", A_PASSWORD)).status_code == 200
 
 
 def test_the_registered_sender_refuses_since_nothing_is_ever_sent_later(bot):

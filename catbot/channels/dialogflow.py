@@ -72,6 +72,7 @@ FACT_WAIT = 1.5  # seconds: inside ES's fixed 5 s with room for the network both
 FACT_WORKERS = 4  # facts calls at once per process; more wait their turn (and their bound)
 HOUR = 3600
 MAX_AUTH_HEADER = 1024
+MIN_PASSWORD = 16  # the webhook is on the internet, and basic auth is all that guards it
 MAX_ID = 512  # a session name, a response id: far above Dialogflow's, small enough to log and echo
 _SESSION = re.compile(r"projects/[^/\s]+/(?:[^\s]+/)?sessions/[^/\s]+")
 _TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # what an id may be in a record (catbot.journal)
@@ -308,6 +309,17 @@ class DialogflowChannel(Channel):
         super().__init__(values)
         self.fact_intents = fact_intents(self.values.get(FACT_INTENTS, ""))
         self.facts = BoundedFacts()
+
+    @classmethod
+    def problems(cls, values: Mapping[str, str]) -> list[str]:
+        found = []
+        login = values.get(USERNAME, "")
+        if ":" in login or not login.isprintable():
+            found.append(f"{USERNAME} must have no colon or control character (HTTP basic auth's rule)")
+        if len(values.get(PASSWORD, "")) < MIN_PASSWORD:
+            found.append(f"{PASSWORD} must be at least {MIN_PASSWORD} characters (python -c \"import secrets; "
+                         "print(secrets.token_urlsafe(32))\" makes one)")
+        return found
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> Answer | None:
         verdict = check_basic_auth(headers.get("Authorization"), self.setting(USERNAME), self.setting(PASSWORD))
