@@ -373,10 +373,11 @@ def test_telegram_alone_is_a_whole_bot_with_the_api_base_url_defaulted(tmp_path)
     ("TELEGRAM_BOT_TOKEN", "AAFtestTokenNotReal-0123456789abcdef"), ("TELEGRAM_API_BASE_URL", "api.telegram.org"),
 ])
 def test_a_setting_telegram_would_refuse_stops_the_bot_and_names_it_without_its_value(tmp_path, name, value):
-    loaded = load_settings(config(tmp_path, {**values("https://api.telegram.org"), name: value,
-                                             "SQLITE_PATH": str(tmp_path / "db.sqlite3")}))
-    with pytest.raises(ValueError) as err:
-        create_app(loaded)
+    """At start, with the one settings message (api_config asks the channel), not as workers
+    that fail to boot."""
+    with pytest.raises(SettingsError) as err:
+        load_settings(config(tmp_path, {**values("https://api.telegram.org"), name: value,
+                                        "SQLITE_PATH": str(tmp_path / "db.sqlite3")}))
     assert name in str(err.value) and value not in str(err.value)
 
 
