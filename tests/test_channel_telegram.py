@@ -6,7 +6,6 @@ https://core.telegram.org/bots/webhooks ("Testing your bot with updates"), uncha
 chat 1111111, update_id 10000. They predate the ``is_bot`` field, and the first has no chat type.
 """
 import json
-import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
