@@ -1,4 +1,6 @@
 """Settings: read once, every problem named at once, secrets never shown."""
+import re
+
 import pytest
 from decouple import Config, RepositoryEnv
 
@@ -60,8 +62,8 @@ def test_invalid_values_are_named(tmp_path, name, value, fragment):
 def test_a_copied_env_example_with_keys_filled_in_loads(tmp_path):
     from pathlib import Path
     text = (Path(__file__).parent.parent / ".env.example").read_text()
-    for name, value in FULL.items():
-        text = text.replace(f"{name}=\n", f"{name}={value}\n")
+    for name, value in FULL.items():  # whole lines: LINE_CHANNEL_ACCESS_TOKEN is not ACCESS_TOKEN
+        text = re.sub(rf"^{name}=$", f"{name}={value}", text, flags=re.MULTILINE)
     (tmp_path / ".env").write_text(text)
     s = load_settings(Config(RepositoryEnv(str(tmp_path / ".env"))))
     assert s.replies_per_user_per_hour == 5 and s.catfacts_api_url == "https://catfact.ninja/fact"
