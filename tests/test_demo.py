@@ -5,6 +5,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 import catfacts
 from catbot.replies import HELP_TEXT, START_TEXT, STOP_TEXT
 from processes import ROOT
@@ -57,3 +59,20 @@ def test_demo_chats_over_x_chat_end_to_end_encrypted_after_making_the_keys():
     assert HELP_TEXT.splitlines()[0] in over_chat and STOP_TEXT in over_chat and START_TEXT in over_chat
     assert over_chat.split("you> hi\n", 1)[1].startswith("bot> (no reply)")
     assert HELP_TEXT.splitlines()[0] in out.split("(now writing as a legacy DM", 1)[1]  # DMs still answered
+
+
+@pytest.mark.parametrize("channel", ["telegram", "line", "messenger", "dialogflow"])
+def test_demo_chats_on_another_platform(channel):
+    """``make demo CHANNEL=<platform>``: the bot with only that platform's settings (X's keys
+    left out), the emulator playing the platform; the same words work everywhere."""
+    marker = f"CATBOT_DEMO_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if k != "CATFACTS_API_URL"}
+    env.update([marker.split("=", 1)], CATFACTS_API_URL="")
+    result = subprocess.run([sys.executable, "scripts/demo.py", "--channel", channel], cwd=ROOT, env=env,
+                            timeout=120, input="hello\nhelp\nstop\nhi\nstart\n", capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert any(fact in out for fact in catfacts.BUNDLED_FACTS)
+    assert HELP_TEXT.splitlines()[0] in out and STOP_TEXT in out and START_TEXT in out
+    assert out.split("you> hi\n", 1)[1].startswith("bot> (no reply)")
+    assert _started_by(marker) == set()
