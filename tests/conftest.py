@@ -62,6 +62,7 @@ def client(app):
 # process or server of its own; the emulator and the facts API stub run in threads.
 PROCESS_MODULES = {"test_gunicorn", "test_scale", "test_faults", "test_load", "test_demo", "test_slow_clients",
                    "test_register_webhook", "test_xchat_processes", "test_xchat_setup",
+                   "test_channels_gunicorn",
                    *(f"test_channel_{name}_processes" for name in ("messenger", "line", "telegram", "dialogflow"))}
 PROCESS_FIXTURES = {"redis_server", "redis_url", "small_disk"}
 
