@@ -130,6 +130,8 @@ def _channels(config, problems: list[str]) -> dict[str, dict[str, str]]:
                             f"or none to leave {name} off)")
             continue
         values.update({key: config(key, default="").strip() or default for key, default in cls.optional.items()})
+        problems += [f"{key} holds a character that is not printable ASCII (an invisible one pasted with it?)"
+                     for key, value in values.items() if not all(" " <= c <= "~" for c in value)]
         problems += cls.problems(values)
         found[name] = values
     return found

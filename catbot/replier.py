@@ -194,7 +194,10 @@ class Replier:
         if result.outcome is Outcome.RATE_LIMITED:
             self.store.release(batch, result.retry_at, count_attempt=False)
             event(log, "reply.rate_limited", logging.WARNING, status=status, until=int(result.retry_at), **who)
-            return result.retry_at
+            # A limit on the shared budget (X's windows) holds every send until its reset. A
+            # platform's own pause (one chat's flood control, a Page's) holds this batch only:
+            # the pass goes on with other users, and the sender keeps its own pause.
+            return result.retry_at if result.windows else None
         if result.outcome is Outcome.RETRY and batch.attempts + 1 < self.settings.send_max_attempts:
             delay = backoff(batch.attempts + 1)
             self.store.release(batch, now + delay, count_attempt=True)

@@ -46,7 +46,10 @@ class XTransport(HTTPAdapter):
 
 
 def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # not a URL at all ("http://[::1"): not loopback; calls with it fail as they should
+        return False
     if host == "localhost":
         return True
     try:

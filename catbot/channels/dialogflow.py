@@ -213,8 +213,8 @@ def token(value: str) -> str:
 
 def account(session: str) -> str:
     """The agent a session belongs to: its CX agent id, or its ES project (one agent each)."""
-    parts = session.split("/")
-    found = parts[parts.index("agents") + 1] if "agents" in parts else parts[1]
+    agent = re.search(r"(?:^|/)agents/([^/]+)/", session)  # CX: .../agents/<id>/sessions/...
+    found = agent.group(1) if agent else (session.split("/") + ["", ""])[1]  # ES: projects/<id>/...
     return f"{KIND}:{token(found)}"
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -279,6 +280,8 @@ class LineSender:
         self.push_fallback = push_fallback
         self.clock = clock
         self.timeout = timeout
+        self._lock = threading.Lock()
+        self._tried: dict[str, None] = {}  # reply tokens this process replied with
 
     def open(self, batch: Batch) -> Batch:
         """An ``unfollow`` (the user blocked the bot) can get no reply: what came before it is
@@ -303,14 +306,18 @@ class LineSender:
             why = "the reply token expired"
         else:
             reply = sdk.ReplyMessageRequest(reply_token=newest.token, messages=messages)
+            self._remember(newest.token)
             result = self._call(lambda: self.api.reply_message_with_http_info(reply, _request_timeout=self.timeout),
                                 now)
             if not (result.outcome is Outcome.REJECTED and result.detail == INVALID_REPLY_TOKEN):
                 return result
-            if batch.attempts:  # an earlier attempt failed on the way (5xx, timeout): it may have used it
-                return SendResult(Outcome.REJECTED, 400, "the reply token was used, perhaps by an earlier "
-                                  "attempt that failed on the way: not pushed, to send no duplicate")
             why = "LINE refused the reply token"
+        if batch.attempts and newest is not None and newest.token in self._tried:
+            # this process replied with that token before, and the attempt failed on the way (5xx,
+            # a timeout): LINE may have taken it. A push now could say it twice; an earlier push is
+            # safe to repeat (its retry key), so only a tried reply stops the fallback.
+            return SendResult(Outcome.REJECTED, 400, f"{why}, and an earlier reply with it failed on the way "
+                              "(LINE may have taken it): not pushed, to send no duplicate")
         if not self.push_fallback:
             return SendResult(Outcome.REJECTED, None, f"{why}; not pushed (LINE_PUSH_FALLBACK is off)")
         push = sdk.PushMessageRequest(to=batch.user_id, messages=messages)
@@ -318,6 +325,13 @@ class LineSender:
         event(log, "line.pushing", reason=why, user=batch.user_id)  # pushes spend the monthly quota: say so
         return self._call(lambda: self.api.push_message_with_http_info(push, x_line_retry_key=key,
                                                                       _request_timeout=self.timeout), now, pushed=True)
+
+    def _remember(self, token: str) -> None:
+        """Reply tokens this process used (bounded, oldest out): see the push fallback in send."""
+        with self._lock:
+            self._tried[token] = None
+            while len(self._tried) > 10_000:
+                self._tried.pop(next(iter(self._tried)))
 
     def _worst_case(self) -> float:
         """Seconds one call can take: a reply must reach LINE within the token's minute."""
@@ -333,6 +347,9 @@ class LineSender:
             return classify_error(exc, now)
         except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out: try again
             return SendResult(Outcome.RETRY, None, type(exc).__name__)
+        except UnicodeError:  # the request could not even be written (a token with a pasted invisible
+            # character): nothing reached LINE
+            return SendResult(Outcome.REJECTED, None, "LINE_CHANNEL_ACCESS_TOKEN holds characters HTTP cannot carry")
         except ValueError:  # the request was built beforehand, so this is a 2xx whose body the SDK's
             # models refuse (a field gone or renamed): LINE took the message
             return SendResult(Outcome.SENT, 200, "unreadable answer")

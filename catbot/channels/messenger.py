@@ -226,14 +226,19 @@ def parse_delivery(delivery: dict[str, Any] | None, trigger: re.Pattern[str] | N
 
 
 # -- the far end ------------------------------------------------------------------------------------------
+_ACCESS_TOKEN = re.compile(r"EA[A-Za-z0-9_-]{6,}")  # Meta's access tokens start "EAA"
+
+
 def _graph_error(body: Any) -> tuple[int | None, int | None, str, bool]:
     """(code, subcode, message, is_transient) of a Graph error body; Nones when there is none."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return None, None, "", False
     code, subcode = error.get("code"), error.get("error_subcode")
+    message = _ACCESS_TOKEN.sub("EA…(a token, not shown)", str(error.get("message", "")))  # Meta quotes a
+    # malformed token back ("Malformed access token EAA..."): never into a log line or an error
     return (code if isinstance(code, int) else None, subcode if isinstance(subcode, int) else None,
-            str(error.get("message", ""))[:200], error.get("is_transient") is True)
+            message[:200], error.get("is_transient") is True)
 
 
 def regain_seconds(headers: Mapping[str, str]) -> float:
@@ -352,6 +357,9 @@ class MessengerSender:
             status, answer, headers = self.api.call("POST", "me/messages", json_body=body)
         except requests.RequestException as exc:
             return SendResult(Outcome.RETRY, None, type(exc).__name__)
+        except (ValueError, UnicodeError) as exc:  # the request could not be written: final, nothing sent
+            return SendResult(Outcome.REJECTED, None, f"cannot call the Send API ({type(exc).__name__}); check "
+                              "MESSENGER_PAGE_ACCESS_TOKEN and MESSENGER_API_BASE_URL for stray characters")
         result = classify_answer(status, answer, headers, now)
         if result.outcome is Outcome.RATE_LIMITED and result.retry_at:
             with self._lock:

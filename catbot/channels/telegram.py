@@ -185,6 +185,9 @@ class BotAPI:
         return response.status_code, json_object(response.content) or {}, response.headers
 
 
+MAX_RETRY_AFTER = 3600.0  # seconds a 429 may hold one chat's reply at most
+
+
 def retry_after(body: Mapping[str, Any], headers: Mapping[str, str]) -> float:
     """Seconds a 429 says to wait: ``parameters.retry_after`` (documented), else a Retry-After
     header, else a minute (never spin)."""
@@ -195,8 +198,8 @@ def retry_after(body: Mapping[str, Any], headers: Mapping[str, str]) -> float:
             seconds = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             continue
-        if 0 < seconds < 7 * 86400:
-            return seconds
+        if 0 < seconds:  # an odd answer of days must not park a user's reply (and their stop) for days
+            return min(seconds, MAX_RETRY_AFTER)
     return DEFAULT_RETRY_AFTER
 
 
@@ -228,6 +231,9 @@ class TelegramSender:
             status, body, headers = self.api.call("sendMessage", {"chat_id": batch.user_id, "text": text})
         except requests.RequestException as exc:
             return SendResult(Outcome.RETRY, None, type(exc).__name__)
+        except (ValueError, UnicodeError) as exc:  # a URL requests cannot build (TELEGRAM_API_BASE_URL): final
+            return SendResult(Outcome.REJECTED, None, f"cannot call the Bot API ({type(exc).__name__}); "
+                              "check TELEGRAM_API_BASE_URL")
         return send_result(status, body, headers, now)
 
 
