@@ -33,11 +33,12 @@ def chat_texts(emulator, user):
     return [m.text for m in emulator.sent_to(user) if m.channel == "xchat"]
 
 
-def say_and_wait(emulator, web, user, text, replies_before, fault=None, expect_reply=True):
-    _, answer = emulator.deliver_chat(user, text, fault=fault, url=web.url + "/webhook/twitter")
+def say_and_wait(emulator, web, user, text, replies_before, fault=None, expect_reply=True) -> str:
+    message_id, answer = emulator.deliver_chat(user, text, fault=fault, url=web.url + "/webhook/twitter")
     assert answer.status_code == 200
     if expect_reply:
         assert wait_until(lambda: len(chat_texts(emulator, user)) > replies_before, 20), text
+    return message_id
 
 
 def _written_by_the_bot(deployment) -> bytes:
@@ -70,7 +71,8 @@ def test_a_conversation_through_gunicorn_is_answered_and_no_plaintext_or_key_is_
     if chat_bot.backend == "redis":
         chat_bot.worker()
     user = "3000000801"
-    say_and_wait(emulator, web, user, f"hello {SECRET_WORDS}", 0)
+    first = say_and_wait(emulator, web, user, f"hello {SECRET_WORDS}", 0)
+    assert emulator.redeliver(first, web.url + "/webhook/twitter").status_code == 200  # X delivers it again
     say_and_wait(emulator, web, user, "help", 1)
     say_and_wait(emulator, web, user, "stop", 2)
     say_and_wait(emulator, web, user, f"still there? {SECRET_WORDS}", 3, expect_reply=False)
