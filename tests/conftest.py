@@ -5,14 +5,17 @@ Everything talks real HTTP on 127.0.0.1; nothing here reaches the internet.
 """
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
 from typing import Callable
 
 import pytest
 from flask import Flask
 
+from catbot.runtime import build_runtime
 from catbot.settings import Settings
 from catbot.web import create_app
-from helpers import CREDS
+from helpers import CREDS, ServerThread
 from x_emulator import XEmulator
 from x_emulator.facts import FactsAPIStub
 
@@ -56,6 +59,38 @@ def app(make_app) -> Flask:
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def bot_url(settings):
+    """The bot's X webhook URL, served on loopback (what register_webhook.py registers)."""
+    server = ServerThread(create_app(settings))
+    yield server.url + "/webhook/twitter"
+    server.stop()
+
+
+@pytest.fixture
+def serve():
+    """``serve(settings)``: the bot built from ``settings``, served on loopback for this test,
+    with a clock that runs ``later[0]`` seconds ahead (to pass a wait without waiting) and,
+    given ``senders(clock)``, those senders. Every server is stopped after the test."""
+    servers: list[ServerThread] = []
+
+    def start(bot_settings: Settings, senders: Callable | None = None) -> SimpleNamespace:
+        later = [0.0]
+
+        def clock() -> float:
+            return time.time() + later[0]
+
+        runtime = build_runtime(bot_settings, clock=clock, senders=senders(clock) if senders else None)
+        app = create_app(bot_settings, runtime)
+        servers.append(ServerThread(app))
+        return SimpleNamespace(app=app, client=app.test_client(), url=servers[-1].url, later=later, clock=clock,
+                               runtime=runtime, settings=bot_settings)
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 # The fast tier (`make test-fast`, `pytest -m "not processes"`) is every test that needs no

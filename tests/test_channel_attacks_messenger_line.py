@@ -20,10 +20,8 @@ from catbot.channels.line import REPLY_TOKEN_SECONDS
 from catbot.channels.messenger import DEFAULT_GRAPH_VERSION, GraphAPI, MessengerChannel, MessengerSender, sign
 from catbot.outbound import Outcome
 from catbot.replies import Intent
-from catbot.runtime import build_runtime
 from catbot.store import Batch
-from catbot.web import create_app
-from helpers import ServerThread, captured, drain, runtime_of
+from helpers import captured, drain, runtime_of
 from register_webhook import Report
 from x_emulator.platforms.messenger import DEMO_SETTINGS as MESSENGER_CONSOLE, encode
 
@@ -46,33 +44,18 @@ def line_values(emulator, **more: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_bot(emulator, settings):
+def make_bot(emulator, settings, serve):
     """The bot with the channels given on, served on loopback, the emulator's platforms set up
     to deliver to it. ``senders(clock)``, if given, builds the runtime's senders."""
-    servers = []
-
     def make(channels: dict, senders=None):
-        bot_settings = settings.replace(channels=channels)
-        later = [0.0]
-
-        def clock() -> float:
-            return time.time() + later[0]
-
-        runtime = build_runtime(bot_settings, clock=clock, senders=senders(clock) if senders else None)
-        app = create_app(bot_settings, runtime)
-        server = ServerThread(app)
-        servers.append(server)
-        messenger, line = emulator.platform("messenger"), emulator.platform("line")
+        bot = serve(settings.replace(channels=channels), senders)
+        bot.messenger, bot.line = emulator.platform("messenger"), emulator.platform("line")
         if "messenger" in channels:
-            messenger.setup(server.url + "/webhook/messenger", MESSENGER_CONSOLE)
+            bot.messenger.setup(bot.url + "/webhook/messenger", MESSENGER_CONSOLE)
         if "line" in channels:
-            line.configure(server.url + "/webhook/line", LINE_CONSOLE)
-        return SimpleNamespace(app=app, client=app.test_client(), later=later, clock=clock, runtime=runtime,
-                               messenger=messenger, line=line)
-
-    yield make
-    for server in servers:
-        server.stop()
+            bot.line.configure(bot.url + "/webhook/line", LINE_CONSOLE)
+        return bot
+    return make
 
 
 def line_replies(emulator, user: str = L_USER) -> list[str]:

@@ -24,10 +24,8 @@ from catbot.channels.dialogflow import PASSWORD, STATE_NAME, USERNAME, basic_aut
 from catbot.channels.telegram import TelegramChannel, send_result
 from catbot.outbound import Outcome
 from catbot.replies import FACT_OPENERS, Intent
-from catbot.runtime import build_runtime
 from catbot.store import Batch
-from catbot.web import create_app
-from helpers import PAYLOADS, ServerThread, runtime_of
+from helpers import PAYLOADS, runtime_of
 from x_emulator.platforms.dialogflow import DEMO_SETTINGS as DF_SETTINGS, ES
 
 TOKEN = "6000000001:AAFtestTokenNotReal-0123456789abcdef"
@@ -50,22 +48,14 @@ def is_fact(text: str | None) -> bool:
 
 # == Telegram =====================================================================================
 @pytest.fixture
-def tg(emulator, settings):
+def tg(emulator, settings, serve):
     """The bot with Telegram on, served on loopback; ``later``: seconds the bot's clock runs ahead."""
     def make(**changes):
-        tg_settings = settings.replace(channels={"telegram": tg_values(emulator.url)}, **changes)
-        later = [0.0]
-        app = create_app(tg_settings, build_runtime(tg_settings, clock=lambda: time.time() + later[0]))
-        server = ServerThread(app)
-        made.append(server)
-        state = emulator.platform("telegram")
-        state.setup(server.url + "/webhook/telegram", tg_values(emulator.url))
-        return SimpleNamespace(app=app, state=state, later=later, settings=tg_settings)
-
-    made: list[ServerThread] = []
-    yield make
-    for server in made:
-        server.stop()
+        bot = serve(settings.replace(channels={"telegram": tg_values(emulator.url)}, **changes))
+        bot.state = emulator.platform("telegram")
+        bot.state.setup(bot.url + "/webhook/telegram", tg_values(emulator.url))
+        return bot
+    return make
 
 
 def test_telegram_429_for_one_chat_does_not_hold_back_other_users_replies(tg):
@@ -114,22 +104,15 @@ def test_telegram_sender_never_raises_for_a_base_url_the_settings_check_accepted
 
 # == Dialogflow ===================================================================================
 @pytest.fixture
-def df(emulator, settings):
+def df(emulator, settings, serve):
     """The bot with Dialogflow on, the emulator's agents calling it over loopback."""
-    servers: list[ServerThread] = []
-
     def make(**changes):
-        df_settings = settings.replace(channels={"dialogflow": {**DF_SETTINGS, "DIALOGFLOW_FACT_INTENTS": ""}},
-                                       **changes)
-        app = create_app(df_settings)
-        servers.append(ServerThread(app))
-        agent = emulator.platform("dialogflow")
-        agent.setup(servers[-1].url + "/webhook/dialogflow", DF_SETTINGS)
-        return SimpleNamespace(app=app, client=app.test_client(), agent=agent, settings=df_settings)
-
-    yield make
-    for server in servers:
-        server.stop()
+        bot = serve(settings.replace(channels={"dialogflow": {**DF_SETTINGS, "DIALOGFLOW_FACT_INTENTS": ""}},
+                                     **changes))
+        bot.agent = emulator.platform("dialogflow")
+        bot.agent.setup(bot.url + "/webhook/dialogflow", DF_SETTINGS)
+        return bot
+    return make
 
 
 def post_df(client, request: dict):

@@ -12,7 +12,6 @@ import base64
 import json
 import logging
 import time
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
@@ -22,10 +21,9 @@ from catbot.channels.dialogflow import (FACT_INTENTS, FACT_WAIT, PASSWORD, STATE
                                         basic_authorization, check_basic_auth, Auth)
 from catbot.outbound import Outcome
 from catbot.replies import FACT_OPENERS, HELP_TEXT, START_TEXT, STOP_TEXT, Intent
-from catbot.runtime import build_runtime
 from catbot.store import Batch
 from catbot.web import MAX_BODY, create_app
-from helpers import PAYLOADS, ServerThread, captured, runtime_of
+from helpers import PAYLOADS, captured, runtime_of
 from test_settings import FULL, config  # the one way tests write a .env
 from x_emulator.platforms.dialogflow import CX, DEMO_SETTINGS, ES
 
@@ -44,22 +42,15 @@ def channel_settings(settings, **values):
 
 
 @pytest.fixture
-def make_bot(emulator, settings):
-    """The bot with Dialogflow on, served on loopback, the emulator's agents calling it."""
-    servers = []
-
+def make_bot(emulator, settings, serve):
+    """The bot with Dialogflow on, served on loopback, the emulator's agents calling it; its
+    clock can run ahead (``bot.later``, to pass the cap's hour)."""
     def make(changes=None, **values):
-        bot_settings = channel_settings(settings, **values).replace(**(changes or {}))
-        later = [0.0]  # seconds the bot's clock is ahead (to pass the cap's hour)
-        app = create_app(bot_settings, build_runtime(bot_settings, clock=lambda: time.time() + later[0]))
-        servers.append(ServerThread(app))
-        agent = emulator.platform("dialogflow")
-        agent.setup(servers[-1].url + "/webhook/dialogflow", DEMO_SETTINGS)
-        return SimpleNamespace(app=app, client=app.test_client(), agent=agent, later=later)
-
-    yield make
-    for server in servers:
-        server.stop()
+        bot = serve(channel_settings(settings, **values).replace(**(changes or {})))
+        bot.agent = emulator.platform("dialogflow")
+        bot.agent.setup(bot.url + "/webhook/dialogflow", DEMO_SETTINGS)
+        return bot
+    return make
 
 
 @pytest.fixture

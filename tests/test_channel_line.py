@@ -37,24 +37,16 @@ def line_values(emulator, **more: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_bot(emulator, settings):
+def make_bot(emulator, settings, serve):
     """The bot with LINE on (the emulator set up to deliver to it), served on loopback; its
     clock can run ahead of the emulator's (``bot.later``) to age reply tokens and pass waits."""
-    servers = []
-
     def make(**values: str):
-        line_settings = settings.replace(channels={"line": line_values(emulator, **values)})
-        later = [0.0]
-        app = create_app(line_settings, build_runtime(line_settings, clock=lambda: time.time() + later[0]))
-        server = ServerThread(app)
-        servers.append(server)
-        line = emulator.platform("line")
-        line.configure(server.url + "/webhook/line", CONSOLE)
-        return SimpleNamespace(app=app, url=server.url + "/webhook/line", later=later, line=line,
-                               client=app.test_client())
-    yield make
-    for server in servers:
-        server.stop()
+        bot = serve(settings.replace(channels={"line": line_values(emulator, **values)}))
+        bot.line = emulator.platform("line")
+        bot.line.configure(bot.url + "/webhook/line", CONSOLE)
+        bot.url += "/webhook/line"
+        return bot
+    return make
 
 
 @pytest.fixture

@@ -18,13 +18,6 @@ APIS = pytest.mark.parametrize("api", [(), AAA], ids=["xaa", "aaa"])
 
 
 @pytest.fixture
-def bot_url(settings):
-    server = ServerThread(create_app(settings))
-    yield server.url + "/webhook/twitter"
-    server.stop()
-
-
-@pytest.fixture
 def cli(settings):
     def run(*args, **env):
         result = subprocess.run([str(VENV_BIN / "python"), "register_webhook.py", *args], cwd=ROOT,

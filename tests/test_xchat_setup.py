@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BOT_ID, ServerThread
+from helpers import BOT_ID
 from processes import ROOT, VENV_BIN, bot_env, free_port
-from catbot.web import create_app
 from catbot.xchat import load_identity
 
 pytestmark = pytest.mark.processes  # every test runs the script in a subprocess
@@ -166,13 +165,6 @@ def test_a_file_that_is_not_a_saved_key_pair_is_never_overwritten(cli, out, emul
 
 
 # -- setup and status with X Chat on ---------------------------------------------------------------
-@pytest.fixture
-def bot_url(settings):
-    server = ServerThread(create_app(settings))
-    yield server.url + "/webhook/twitter"
-    server.stop()
-
-
 @pytest.fixture
 def xchat_on(cli, out) -> dict[str, str]:
     """The settings xchat-keys told to set, as environment variables for the script."""
