@@ -20,7 +20,7 @@ test: $(STAMP)
 	scripts/ensure-os-packages redis-server
 	$(PY) -m pytest
 
-## test-fast: the tests that start no process or server of their own (seconds; not a substitute for `make test`)
+## test-fast: the tests that start no process or server of their own (a minute or two; not a substitute for `make test`)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not processes" -q
 
