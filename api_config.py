@@ -12,7 +12,7 @@ from pathlib import Path
 import tweepy
 from decouple import AutoConfig
 
-from catbot.settings import DEFAULT_CATFACTS_API_URL, DEFAULT_X_API_BASE_URL, Settings
+from catbot.settings import DEFAULT_CATFACTS_API_URL, DEFAULT_X_API_BASE_URL, Settings, parse_bool
 from catbot.xclient import build_tweepy_client
 
 REQUIRED = ("CONSUMER_KEY", "CONSUMER_SECRET", "ACCESS_TOKEN", "ACCESS_TOKEN_SECRET")
@@ -21,15 +21,6 @@ HERE = Path(__file__).resolve().parent
 
 class SettingsError(Exception):
     """Raised with one message that names every missing or invalid setting."""
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def load_settings(config: AutoConfig | None = None) -> Settings:
@@ -63,10 +54,10 @@ def load_settings(config: AutoConfig | None = None) -> Settings:
         catfacts_timeout=typed("CATFACTS_TIMEOUT", float, 2.0),
         send_max_attempts=typed("SEND_MAX_ATTEMPTS", int, 8),
         daily_send_limit=typed("DAILY_SEND_LIMIT", int, 0),
-        embedded_consumer=typed("EMBEDDED_CONSUMER", _bool, True),
+        embedded_consumer=typed("EMBEDDED_CONSUMER", parse_bool, True),
         worker_threads=typed("WORKER_THREADS", int, 2),
         reply_lease_seconds=typed("REPLY_LEASE_SECONDS", float, 90.0),
-        replay_on_start=typed("REPLAY_ON_START", _bool, True),
+        replay_on_start=typed("REPLAY_ON_START", parse_bool, True),
         bot_user_id=config("BOT_USER_ID", default="").strip(),
         log_level=config("LOG_LEVEL", default="INFO").strip().upper() or "INFO",
         xchat_private_keys=config("XCHAT_PRIVATE_KEYS", default="").strip(),

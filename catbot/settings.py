@@ -14,6 +14,16 @@ DEFAULT_X_API_BASE_URL = "https://api.twitter.com"
 DEFAULT_CATFACTS_API_URL = "https://catfact.ninja/fact"
 
 
+def parse_bool(value: str) -> bool:
+    """The one reading of a true/false setting (X's and every channel's)."""
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the bot needs to run. Secrets are kept out of ``repr`` so they never reach logs."""

@@ -47,12 +47,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import urllib3
 
-from api_config import _bool as parse_bool  # the one reading of a true/false setting
 from catbot.channels import Answer, Channel, Parsed, PlatformRefused, json_object
 from catbot.logs import event
 from catbot.outbound import Outcome, SendResult
 from catbot.replies import Intent, classify
 from catbot.security import Verdict
+from catbot.settings import parse_bool
 from catbot.store import Batch, Inbound, Store
 
 if TYPE_CHECKING:
